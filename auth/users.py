@@ -1,0 +1,116 @@
+"""Built-in accounts: a TOML file of user names and bcrypt hashes.
+
+```toml
+[users.alice]
+password_hash = "$2b$12$..."
+name = "Alice"          # optional display name
+```
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+import bcrypt
+
+BCRYPT_MAX_BYTES = 72
+# Checked against when the user does not exist, so both answers take the same time.
+_DUMMY_HASH = bcrypt.hashpw(b"not a password", bcrypt.gensalt(rounds=12))
+
+
+class PasswordTooLong(ValueError):
+    """bcrypt reads only 72 bytes; longer passwords are refused, never truncated."""
+
+
+@dataclass(frozen=True, slots=True)
+class Account:
+    username: str
+    password_hash: str
+    name: str
+
+
+def hash_password(password: str, rounds: int = 12) -> str:
+    raw = password.encode()
+    if len(raw) > BCRYPT_MAX_BYTES:
+        raise PasswordTooLong(f"passwords are limited to {BCRYPT_MAX_BYTES} bytes")
+    if not raw:
+        raise ValueError("the password is empty")
+    return bcrypt.hashpw(raw, bcrypt.gensalt(rounds=rounds)).decode()
+
+
+def check_password(password: str, password_hash: str | None) -> bool:
+    """Constant work whether or not the account exists; over-long passwords never match."""
+    raw = password.encode()
+    too_long = len(raw) > BCRYPT_MAX_BYTES
+    candidate = raw[:BCRYPT_MAX_BYTES]
+    stored = password_hash.encode() if password_hash else _DUMMY_HASH
+    try:
+        ok = bcrypt.checkpw(candidate, stored)
+    except ValueError:
+        ok = False
+    return ok and password_hash is not None and not too_long
+
+
+class UserStore:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def load(self) -> dict[str, Account]:
+        try:
+            data = tomllib.loads(self.path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return {}
+        users = data.get("users", {})
+        out: dict[str, Account] = {}
+        for username, entry in users.items():
+            if isinstance(entry, dict) and isinstance(entry.get("password_hash"), str):
+                out[username] = Account(
+                    username, entry["password_hash"], str(entry.get("name") or username)
+                )
+        return out
+
+    def authenticate(self, username: str, password: str) -> Account | None:
+        account = self.load().get(username)
+        ok = check_password(password, account.password_hash if account else None)
+        return account if ok else None
+
+    def save(self, accounts: dict[str, Account]) -> None:
+        lines = ["# Built-in accounts for POST /auth/token (bcrypt hashes).", ""]
+        for username in sorted(accounts):
+            account = accounts[username]
+            lines.append(f"[users.{_toml_key(username)}]")
+            lines.append(f"password_hash = {_toml_str(account.password_hash)}")
+            lines.append(f"name = {_toml_str(account.name)}")
+            lines.append("")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".users-", suffix=".toml")
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write("\n".join(lines))
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, self.path)
+
+    def add(self, username: str, password: str, name: str | None = None) -> None:
+        accounts = self.load()
+        accounts[username] = Account(username, hash_password(password), name or username)
+        self.save(accounts)
+
+    def remove(self, username: str) -> bool:
+        accounts = self.load()
+        if accounts.pop(username, None) is None:
+            return False
+        self.save(accounts)
+        return True
+
+
+def _toml_str(value: str) -> str:
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _toml_key(value: str) -> str:
+    if value and all(ch.isalnum() or ch in "-_" for ch in value):
+        return value
+    return _toml_str(value)

@@ -1,0 +1,191 @@
+"""Payload models: one pydantic model per inbound and outbound event (PROTOCOL.md §1).
+
+Inbound models validate what clients send (``extra="forbid"``, strict types).
+Outbound models document what the server sends; the AsyncAPI document is generated
+from both.  The hot path builds outbound payloads as plain dicts of the same shape.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+REQUEST_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+ROOM_PATTERN = r"^[A-Za-z0-9_.:-]{1,64}$"
+
+RequestId = Annotated[str, Field(pattern=REQUEST_ID_PATTERN, examples=["req-1"])]
+RoomName = Annotated[str, Field(pattern=ROOM_PATTERN, examples=["lobby"])]
+ModelName = Annotated[str, Field(min_length=1, max_length=200, examples=["openai/gpt-4o-mini"])]
+
+
+class Inbound(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class Outbound(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ImageUrl(Inbound):
+    url: str = Field(max_length=10_000_000)
+    detail: Literal["auto", "low", "high"] | None = None
+
+
+class ContentPart(Inbound):
+    type: Literal["text", "image_url"]
+    text: str | None = None
+    image_url: ImageUrl | None = None
+
+
+class ChatMessage(Inbound):
+    role: Literal["system", "user", "assistant"]
+    content: str | list[ContentPart]
+    name: str | None = Field(None, min_length=1, max_length=64)
+
+
+class ChatRequest(Inbound):
+    """``chat``: start a streamed completion."""
+
+    request_id: RequestId | None = None
+    messages: list[ChatMessage] = Field(min_length=1)
+    model: ModelName | None = None
+    models: list[ModelName] | None = Field(None, max_length=10)
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, gt=0, le=1)
+    max_tokens: int | None = Field(None, ge=1, le=1_000_000)
+    stop: str | list[str] | None = None
+    seed: int | None = Field(None, ge=-(2**63), le=2**63 - 1)
+    room: RoomName | None = None
+
+
+class CancelRequest(Inbound):
+    """``cancel``: stop a request of one's own."""
+
+    request_id: RequestId
+
+
+class RoomRequest(Inbound):
+    """``join`` / ``leave``."""
+
+    room: RoomName
+
+
+class ResumeRequest(Inbound):
+    """``resume``: replay tokens with ``seq > last_seq``, then continue live."""
+
+    request_id: RequestId
+    last_seq: int = Field(ge=-1, le=2**31)
+
+
+class RefreshRequest(Inbound):
+    """``refresh``: replace the connection's token before it expires."""
+
+    token: str = Field(min_length=1, max_length=16_384)
+
+
+# -- outbound ------------------------------------------------------------------
+
+
+class User(Outbound):
+    id: str
+    name: str
+
+
+class Limits(Outbound):
+    max_payload_bytes: int
+    max_messages: int
+    max_message_chars: int
+    max_streams_per_connection: int
+    rate_limit_per_minute: int
+
+
+class SessionEvent(Outbound):
+    """``session``: sent once after a successful connect."""
+
+    sid: str
+    user: User
+    limits: Limits
+    default_model: str
+    protocol: Literal[1] = 1
+
+
+class TokenEvent(Outbound):
+    """``token``: one or more upstream deltas joined; ``seq`` is 0, 1, 2… per request."""
+
+    request_id: str
+    seq: int
+    content: str
+    room: str | None = None
+
+
+class Usage(Outbound):
+    model_config = ConfigDict(extra="allow")
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    total_tokens: int | None = None
+    cost: float | None = None
+
+
+class DoneEvent(Outbound):
+    """``done``: the request finished (``finish_reason: "cancelled"`` after ``cancel``)."""
+
+    request_id: str
+    finish_reason: str
+    model: str | None
+    usage: Usage
+    room: str | None = None
+
+
+class ErrorDetail(Outbound):
+    field: str
+    message: str
+
+
+class ErrorObject(Outbound):
+    code: str
+    message: str
+    retryable: bool
+    retry_after: float | None = None
+    details: list[ErrorDetail] | None = None
+
+
+class ErrorEvent(ErrorObject):
+    """``error``: the terminal event of a failed request, or a refusal."""
+
+    request_id: str | None = None
+    room: str | None = None
+
+
+class MessageEvent(Outbound):
+    """``message``: a message appended to a room's conversation."""
+
+    room: str
+    id: str
+    user: User
+    role: Literal["system", "user", "assistant"]
+    content: str | list[dict[str, Any]]
+    ts: float
+
+
+class PresenceEvent(Outbound):
+    """``presence``: the room's members changed."""
+
+    room: str
+    members: list[User]
+
+
+class Ack(Outbound):
+    ok: bool
+    error: ErrorObject | None = None
+
+
+def validation_details(exc: ValidationError) -> list[dict[str, str]]:
+    """``details`` for ``invalid_payload``: ``[{field: "messages.0.role", message}]``."""
+    out: list[dict[str, str]] = []
+    for err in exc.errors(include_url=False, include_input=False):
+        field = ".".join(str(part) for part in err["loc"]) or "(payload)"
+        out.append({"field": field, "message": err["msg"]})
+        if len(out) >= 20:
+            break
+    return out

@@ -1,0 +1,363 @@
+"""The one chat pipeline: validate, start a generation, relay tokens, end it exactly once.
+
+Transports (Socket.IO, raw WebSocket) only translate: they parse frames, call
+``ChatPipeline.accept`` and hand in a ``Sink`` that delivers events to their client.
+Every event of a request is written to the stream log before it is delivered, so a
+client that comes back can resume from the log without gaps or repeats.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import orjson
+from pydantic import ValidationError
+
+from auth.tokens import Identity
+from events.errors import ErrorCode, ProtocolError, to_protocol_error
+from events.models import ChatRequest, validation_details
+from services.generations import Generation, GenerationRegistry, StopReason
+from services.limits import RateLimiter
+from services.streamlog import StreamLog, StreamMeta, stream_key
+from services.upstream import Chunk, UpstreamClient
+
+logger = logging.getLogger(__name__)
+
+Payload = dict[str, Any]
+OnFinish = Callable[[str, str, str | None], Awaitable[None]]  # (request_id, text, finish_reason)
+
+
+class Sink(Protocol):
+    """Where a request's live events go (a Socket.IO room or sid, a WebSocket)."""
+
+    wants_raw: bool
+
+    async def emit(self, event: str, payload: Payload) -> None: ...
+
+    async def raw(self, chunks: list[Payload]) -> None: ...
+
+
+class PipelineObserver(Protocol):
+    """Metrics hooks; the default does nothing."""
+
+    def accepted(self, transport: str) -> None: ...
+    def first_token(self, seconds: float) -> None: ...
+    def finished(self, outcome: str, code: str | None, tokens: int, seconds: float) -> None: ...
+
+
+class _NoObserver:
+    def accepted(self, transport: str) -> None:
+        pass
+
+    def first_token(self, seconds: float) -> None:
+        pass
+
+    def finished(self, outcome: str, code: str | None, tokens: int, seconds: float) -> None:
+        pass
+
+
+@dataclass(frozen=True, slots=True)
+class PipelineConfig:
+    default_model: str
+    allowed_models: frozenset[str] = frozenset()
+    max_payload_bytes: int = 1_000_000
+    max_messages: int = 500
+    max_message_chars: int = 100_000
+    max_streams_per_connection: int = 4
+    max_streams_per_user: int = 8
+
+
+@dataclass(frozen=True, slots=True)
+class Requester:
+    identity: Identity
+    conn_id: str
+    transport: str  # "socketio" | "websocket"
+
+
+@dataclass(slots=True)
+class _Outcome:
+    finish_reason: str | None = None
+    model: str | None = None
+    usage: Payload | None = None
+    tokens: int = 0
+    first_token_at: float | None = None
+    text: list[str] = field(default_factory=list)
+
+
+_UPSTREAM_MESSAGE_FIELDS = ("role", "content", "name")
+_UPSTREAM_FIELDS = ("models", "temperature", "top_p", "max_tokens", "stop", "seed")
+
+
+def new_request_id() -> str:
+    return "req_" + secrets.token_urlsafe(12).replace("-", "_")
+
+
+def payload_size(data: Any) -> int:
+    try:
+        return len(orjson.dumps(data))
+    except TypeError:
+        return 0
+
+
+class ChatPipeline:
+    def __init__(
+        self,
+        config: PipelineConfig,
+        *,
+        log: StreamLog,
+        registry: GenerationRegistry,
+        rate_limiter: RateLimiter,
+        observer: PipelineObserver | None = None,
+        upstream: UpstreamClient | None = None,
+    ) -> None:
+        self.config = config
+        self.upstream = upstream  # set at start-up, once the HTTP session exists
+        self._log = log
+        self._registry = registry
+        self._rate = rate_limiter
+        self._observer: PipelineObserver = observer or _NoObserver()
+        self._accepting = True
+
+    # -- validation ---------------------------------------------------------------
+
+    def parse(self, data: Any, size: int | None = None) -> ChatRequest:
+        """Validate a ``chat`` payload; raise ``ProtocolError`` with the protocol's code."""
+        cfg = self.config
+        if not isinstance(data, dict):
+            raise ProtocolError(ErrorCode.INVALID_PAYLOAD, "The payload must be a JSON object.")
+        if size is None:
+            size = payload_size(data)
+        if size > cfg.max_payload_bytes:
+            raise ProtocolError(
+                ErrorCode.PAYLOAD_TOO_LARGE,
+                f"The payload is {size} bytes; the limit is {cfg.max_payload_bytes}.",
+            )
+        messages = data.get("messages")
+        if isinstance(messages, list) and len(messages) > cfg.max_messages:
+            raise ProtocolError(
+                ErrorCode.PAYLOAD_TOO_LARGE,
+                f"{len(messages)} messages; the limit is {cfg.max_messages}.",
+            )
+        try:
+            req = ChatRequest.model_validate(data)
+        except ValidationError as exc:
+            raise ProtocolError(
+                ErrorCode.INVALID_PAYLOAD,
+                "The chat request is invalid.",
+                details=validation_details(exc),
+            ) from None
+        for index, message in enumerate(req.messages):
+            content = message.content
+            chars = (
+                len(content)
+                if isinstance(content, str)
+                else sum(len(part.text or "") for part in content)
+            )
+            if chars > cfg.max_message_chars:
+                raise ProtocolError(
+                    ErrorCode.PAYLOAD_TOO_LARGE,
+                    f"Message {index} has {chars} characters; "
+                    f"the limit is {cfg.max_message_chars}.",
+                    details=[{"field": f"messages.{index}.content", "message": "too long"}],
+                )
+        if cfg.allowed_models:
+            for name in [req.model or cfg.default_model, *(req.models or [])]:
+                if name not in cfg.allowed_models:
+                    raise ProtocolError(
+                        ErrorCode.MODEL_NOT_ALLOWED, f"The model {name!r} is not allowed."
+                    )
+        return req
+
+    def upstream_body(self, req: ChatRequest, messages: list[Payload] | None = None) -> Payload:
+        """What the upstream receives: only the fields it knows."""
+        if messages is None:
+            messages = [
+                message.model_dump(include=set(_UPSTREAM_MESSAGE_FIELDS), exclude_none=True)
+                for message in req.messages
+            ]
+        body: Payload = {"model": req.model or self.config.default_model, "messages": messages}
+        for name in _UPSTREAM_FIELDS:
+            value = getattr(req, name)
+            if value is not None:
+                body[name] = value
+        return body
+
+    # -- starting and stopping -------------------------------------------------------
+
+    def stop_accepting(self) -> None:
+        self._accepting = False
+
+    async def accept(
+        self,
+        who: Requester,
+        req: ChatRequest,
+        sink: Sink,
+        *,
+        messages: list[Payload] | None = None,
+        on_finish: OnFinish | None = None,
+    ) -> str:
+        """Check limits, start the generation, and return its ``request_id``."""
+        if not self._accepting or self.upstream is None:
+            raise ProtocolError(ErrorCode.SERVER_SHUTDOWN, "The server is not accepting requests.")
+        owner = who.identity.sub
+        request_id = req.request_id or new_request_id()
+        key = stream_key(owner, request_id)
+        if self._registry.get(key) is not None:
+            raise ProtocolError(
+                ErrorCode.INVALID_PAYLOAD,
+                "A request with this request_id is still in flight.",
+                details=[{"field": "request_id", "message": "already in flight"}],
+            )
+        cfg = self.config
+        if self._registry.count_for_connection(who.conn_id) >= cfg.max_streams_per_connection:
+            raise ProtocolError(
+                ErrorCode.TOO_MANY_STREAMS,
+                f"At most {cfg.max_streams_per_connection} streams per connection.",
+            )
+        if self._registry.count_for_user(owner) >= cfg.max_streams_per_user:
+            raise ProtocolError(
+                ErrorCode.TOO_MANY_STREAMS, f"At most {cfg.max_streams_per_user} streams per user."
+            )
+        retry_after = await self._rate.hit(owner)
+        if retry_after is not None:
+            raise ProtocolError(
+                ErrorCode.RATE_LIMITED, "Too many requests.", retry_after=retry_after
+            )
+        upstream = self.upstream
+        body = self.upstream_body(req, messages)
+        gen = Generation(key, request_id, owner, who.conn_id, req.room)
+        await self._log.open(StreamMeta(key, request_id, owner, req.room))
+        self._registry.add(gen)
+        gen.task = asyncio.create_task(self._run(gen, who, upstream, body, sink, on_finish))
+        self._observer.accepted(who.transport)
+        return request_id
+
+    def find(self, owner: str, request_id: str) -> Generation | None:
+        return self._registry.get(stream_key(owner, request_id))
+
+    # -- the generation ---------------------------------------------------------------
+
+    async def _run(
+        self,
+        gen: Generation,
+        who: Requester,
+        upstream: UpstreamClient,
+        body: Payload,
+        sink: Sink,
+        on_finish: OnFinish | None,
+    ) -> None:
+        started = time.monotonic()
+        out = _Outcome(model=body["model"])
+        base: Payload = {"request_id": gen.request_id}
+        if gen.room is not None:
+            base["room"] = gen.room
+        keep_text = on_finish is not None
+        terminal: tuple[str, Payload]
+        code: str | None = None
+        try:
+            async for batch in upstream.stream(body):
+                content = self._absorb(batch, out)
+                if sink.wants_raw:
+                    await sink.raw([chunk.raw for chunk in batch])
+                if not content:
+                    continue
+                if out.first_token_at is None:
+                    out.first_token_at = time.monotonic()
+                    self._observer.first_token(out.first_token_at - started)
+                payload = {**base, "seq": out.tokens, "content": content}
+                out.tokens += 1
+                if keep_text:
+                    out.text.append(content)
+                await self._log.append(gen.key, "token", payload)
+                await sink.emit("token", payload)
+            terminal = ("done", self._done(base, out, out.finish_reason or "stop"))
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if gen.stop_reason is None or task is None:
+                raise  # not ours: let it propagate
+            task.uncancel()
+            if gen.stop_reason is StopReason.SHUTDOWN:
+                error = ProtocolError(ErrorCode.SERVER_SHUTDOWN, "The server is stopping.")
+                code = error.code.value
+                terminal = ("error", {**base, **error.to_wire()})
+            else:
+                terminal = ("done", self._done(base, out, "cancelled"))
+        except Exception as exc:
+            error = to_protocol_error(exc)
+            code = error.code.value
+            terminal = ("error", {**base, **error.to_wire()})
+        event, payload = terminal
+        outcome = "error" if event == "error" else payload["finish_reason"]
+        try:
+            await self._log.close(gen.key, event, payload)
+            await sink.emit(event, payload)
+            if on_finish is not None and event == "done" and out.tokens:
+                await on_finish(gen.request_id, "".join(out.text), out.finish_reason)
+        except Exception:
+            logger.exception("delivering the end of request %s failed", gen.request_id)
+        finally:
+            self._registry.remove(gen)
+        duration = time.monotonic() - started
+        self._observer.finished(outcome, code, out.tokens, duration)
+        logger.info(
+            "request %s ended: %s",
+            gen.request_id,
+            outcome if code is None else code,
+            extra={
+                "event": "request",
+                "request_id": gen.request_id,
+                "user_id": gen.owner,
+                "transport": who.transport,
+                "room": gen.room,
+                "model": out.model,
+                "outcome": outcome,
+                "code": code,
+                "tokens": out.tokens,
+                "ttft_s": None
+                if out.first_token_at is None
+                else round(out.first_token_at - started, 4),
+                "duration_s": round(duration, 4),
+                "stop_reason": gen.stop_reason.value if gen.stop_reason else None,
+            },
+        )
+
+    @staticmethod
+    def _absorb(batch: list[Chunk], out: _Outcome) -> str:
+        if len(batch) == 1:
+            chunk = batch[0]
+            if chunk.finish_reason:
+                out.finish_reason = chunk.finish_reason
+            if chunk.model:
+                out.model = chunk.model
+            if chunk.usage:
+                out.usage = chunk.usage
+            return chunk.content
+        parts = []
+        for chunk in batch:
+            if chunk.content:
+                parts.append(chunk.content)
+            if chunk.finish_reason:
+                out.finish_reason = chunk.finish_reason
+            if chunk.model:
+                out.model = chunk.model
+            if chunk.usage:
+                out.usage = chunk.usage
+        return "".join(parts)
+
+    @staticmethod
+    def _done(base: Payload, out: _Outcome, finish_reason: str) -> Payload:
+        reported = out.usage or {}
+        usage: Payload = {
+            "prompt_tokens": reported.get("prompt_tokens"),
+            "completion_tokens": reported.get("completion_tokens"),
+            "total_tokens": reported.get("total_tokens"),
+        }
+        if reported.get("cost") is not None:
+            usage["cost"] = reported["cost"]
+        return {**base, "finish_reason": finish_reason, "model": out.model, "usage": usage}

@@ -1,0 +1,185 @@
+"""Socket.IO transport: translates events into ``Relay`` calls and results into acks/events."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+import socketio
+
+from auth.authenticator import Authenticator
+from auth.tokens import AuthError, bearer_token
+from events.connections import Connection, Connections
+from events.errors import ErrorCode, ProtocolError, to_protocol_error
+from events.pipeline import Payload
+from events.relay import Relay, claimed_request_id
+from events.sio_server import TailRegistry
+from services.limits import ConnectionCounter
+
+logger = logging.getLogger(__name__)
+
+TRANSPORT = "socketio"
+Handler = Callable[..., Awaitable[Any]]
+
+
+class SioSink:
+    """Live events of one request, to the owner's sid or to a room."""
+
+    wants_raw = False
+    __slots__ = ("_emit", "_to")
+
+    def __init__(self, sio: socketio.AsyncServer, to: str) -> None:
+        self._emit = sio.emit
+        self._to = to
+
+    async def emit(self, event: str, payload: Payload) -> None:
+        await self._emit(event, payload, to=self._to)
+
+    async def raw(self, chunks: list[Payload]) -> None:
+        return None
+
+
+def _acked(handler: Handler) -> Handler:
+    """Bad input never crashes a handler: any exception becomes an error ack."""
+
+    @functools.wraps(handler)
+    async def wrapper(self: SocketIOEvents, sid: str, *args: Any) -> Any:
+        conn = self.connections.get(sid)
+        if conn is None:
+            return None
+        data = args[0] if args else None
+        try:
+            return await handler(self, conn, data)
+        except Exception as exc:
+            return {"ok": False, "error": to_protocol_error(exc).to_wire()}
+
+    return wrapper
+
+
+class SocketIOEvents:
+    def __init__(
+        self,
+        sio: socketio.AsyncServer,
+        relay: Relay,
+        authenticator: Authenticator,
+        connections: Connections,
+        connection_counter: ConnectionCounter,
+        tails: TailRegistry,
+        session_info: Callable[[], Payload],
+    ) -> None:
+        self.sio = sio
+        self.relay = relay
+        self.authenticator = authenticator
+        self.connections = connections
+        self.counter = connection_counter
+        self.tails = tails
+        self.session_info = session_info
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    def register(self) -> None:
+        on = self.sio.on
+        on("connect", self.on_connect)
+        on("disconnect", self.on_disconnect)
+        on("chat", self.on_chat)
+        on("cancel", self.on_cancel)
+        on("resume", self.on_resume)
+        on("refresh", self.on_refresh)
+
+    def _spawn(self, coro: Awaitable[Any]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- connect / disconnect ------------------------------------------------------------
+
+    async def on_connect(self, sid: str, environ: Mapping[str, Any], auth: Any = None) -> None:
+        token = auth.get("token") if isinstance(auth, dict) else None
+        if not isinstance(token, str) or not token:
+            token = bearer_token(environ.get("HTTP_AUTHORIZATION"))
+        try:
+            identity = self.authenticator.authenticate(token)
+        except AuthError as exc:
+            raise socketio.exceptions.ConnectionRefusedError(
+                "unauthorized", {"code": exc.code, "message": exc.message}
+            ) from None
+        if not await self.counter.acquire(identity.sub, sid):
+            raise socketio.exceptions.ConnectionRefusedError(
+                "rate_limited",
+                {"code": ErrorCode.RATE_LIMITED.value, "message": "Too many connections."},
+            )
+        conn = Connection(sid, identity, TRANSPORT)
+        self.connections.add(conn)
+        conn.schedule_expiry(self._expired)
+        session = {"sid": sid, "user": identity.user, **self.session_info()}
+        self._spawn(self.sio.emit("session", session, to=sid))
+
+    async def on_disconnect(self, sid: str, reason: Any = None) -> None:
+        conn = self.connections.pop(sid)
+        if conn is None:
+            return
+        deliberate = reason in (
+            self.sio.reason.CLIENT_DISCONNECT,
+            self.sio.reason.SERVER_DISCONNECT,
+        )
+        self.relay.connection_closed(conn, deliberate=deliberate)
+        await self.counter.release(conn.identity.sub, sid)
+
+    def _expired(self, conn: Connection) -> None:
+        self._spawn(self._close_expired(conn))
+
+    async def _close_expired(self, conn: Connection) -> None:
+        error = ProtocolError(ErrorCode.TOKEN_EXPIRED, "The token has expired.").to_wire()
+        await self.sio.emit("error", error, to=conn.conn_id)
+        await asyncio.sleep(0.2)
+        await self.sio.disconnect(conn.conn_id)
+
+    # -- events ------------------------------------------------------------------------
+
+    @_acked
+    async def on_chat(self, conn: Connection, data: Any) -> Payload:
+        try:
+            target = data.get("room") if isinstance(data, dict) else None
+            sink = SioSink(self.sio, target if isinstance(target, str) else conn.conn_id)
+            request_id = await self.relay.chat(conn, data, sink)
+        except Exception as exc:
+            error = to_protocol_error(exc).to_wire()
+            event = dict(error)
+            request_id_claimed = claimed_request_id(data)
+            if request_id_claimed is not None:
+                event["request_id"] = request_id_claimed
+            await self.sio.emit("error", event, to=conn.conn_id)
+            return {"ok": False, "error": error}
+        return {"ok": True, "request_id": request_id}
+
+    @_acked
+    async def on_cancel(self, conn: Connection, data: Any) -> Payload:
+        self.relay.cancel(conn, data)
+        return {"ok": True}
+
+    @_acked
+    async def on_resume(self, conn: Connection, data: Any) -> Payload:
+        meta, last_seq = await self.relay.find_resumable(conn, data)
+        sid = conn.conn_id
+        self.tails.add(meta.request_id, meta.room, sid)
+        emit = self.sio.emit
+
+        async def deliver(event: str, payload: Payload) -> None:
+            await emit(event, payload, to=sid, ignore_queue=True)
+
+        self.relay.replay(
+            meta, last_seq, deliver, lambda: self.tails.discard(meta.request_id, meta.room, sid)
+        )
+        return {"ok": True}
+
+    @_acked
+    async def on_refresh(self, conn: Connection, data: Any) -> Payload:
+        expires_at = self.relay.refresh(conn, data)
+        conn.schedule_expiry(self._expired)
+        return {"ok": True, "expires_at": int(expires_at)}
+
+    async def aclose(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()

@@ -1,0 +1,195 @@
+"""Raw WebSocket transport ``/websockets/openrouter`` (PROTOCOL.md §2).
+
+The original template's request format in, typed frames out (or the template's own
+``completion`` frames with ``?format=completion``).  Same pipeline as Socket.IO.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from auth.authenticator import Authenticator
+from auth.origins import OriginPolicy
+from auth.tokens import AuthError, bearer_token
+from events.connections import Connection, Connections
+from events.errors import ErrorCode, ProtocolError, to_protocol_error
+from events.pipeline import Payload
+from events.relay import Relay, claimed_request_id
+from services.limits import ConnectionCounter
+
+logger = logging.getLogger(__name__)
+
+TRANSPORT = "websocket"
+CLOSE_UNAUTHORIZED = 4401
+CLOSE_FORBIDDEN = 4403
+CLOSE_RATE_LIMITED = 4429
+_DELIBERATE_CLOSE = frozenset({1000, 1001})
+
+
+class WebSocketSink:
+    """Frames to one raw WebSocket client; silently drops frames once it is gone."""
+
+    __slots__ = ("_lock", "_ws", "closed", "wants_raw")
+
+    def __init__(self, ws: WebSocket, *, completion_format: bool) -> None:
+        self._ws = ws
+        self._lock = asyncio.Lock()
+        self.closed = False
+        self.wants_raw = completion_format
+
+    async def send(self, frame: Payload) -> None:
+        if self.closed:
+            return
+        data = orjson.dumps(frame).decode()
+        async with self._lock:
+            try:
+                await self._ws.send_text(data)
+            except Exception:
+                self.closed = True
+
+    async def emit(self, event: str, payload: Payload) -> None:
+        if event == "token" and self.wants_raw:
+            return
+        await self.send({"type": event, **payload})
+
+    async def raw(self, chunks: list[Payload]) -> None:
+        for chunk in chunks:
+            await self.send({"type": "completion", "data": chunk})
+
+
+class WebSocketEndpoint:
+    def __init__(
+        self,
+        relay: Relay,
+        authenticator: Authenticator,
+        origins: OriginPolicy,
+        connections: Connections,
+        connection_counter: ConnectionCounter,
+        max_payload_bytes: int,
+    ) -> None:
+        self.relay = relay
+        self.authenticator = authenticator
+        self.origins = origins
+        self.connections = connections
+        self.counter = connection_counter
+        self.max_payload_bytes = max_payload_bytes
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def _refuse(self, ws: WebSocket, code: ErrorCode, message: str, close: int) -> None:
+        await ws.accept()
+        error = ProtocolError(code, message).to_wire()
+        await ws.send_text(orjson.dumps({"type": "error", **error}).decode())
+        await ws.close(close)
+
+    async def __call__(self, ws: WebSocket) -> None:
+        if not self.origins.allows(ws.headers.get("origin"), ws.scope):
+            await self._refuse(ws, ErrorCode.FORBIDDEN, "Origin not allowed.", CLOSE_FORBIDDEN)
+            return
+        token = bearer_token(ws.headers.get("authorization")) or ws.query_params.get("token")
+        try:
+            identity = self.authenticator.authenticate(token)
+        except AuthError as exc:
+            await self._refuse(ws, ErrorCode(exc.code), exc.message, CLOSE_UNAUTHORIZED)
+            return
+        conn_id = "ws_" + secrets.token_urlsafe(12)
+        if not await self.counter.acquire(identity.sub, conn_id):
+            await self._refuse(
+                ws, ErrorCode.RATE_LIMITED, "Too many connections.", CLOSE_RATE_LIMITED
+            )
+            return
+        await ws.accept()
+        sink = WebSocketSink(ws, completion_format=ws.query_params.get("format") == "completion")
+        conn = Connection(conn_id, identity, TRANSPORT)
+        self.connections.add(conn)
+        on_expired = self._expiry_handler(ws, sink)
+        conn.schedule_expiry(on_expired)
+        close_code = 1006
+        try:
+            while True:
+                message = await ws.receive()
+                if message["type"] == "websocket.disconnect":
+                    close_code = int(message.get("code") or 1005)
+                    break
+                await self._handle(conn, sink, message, on_expired)
+        except WebSocketDisconnect as exc:
+            close_code = exc.code
+        finally:
+            sink.closed = True
+            self.connections.pop(conn_id)
+            self.relay.connection_closed(conn, deliberate=close_code in _DELIBERATE_CLOSE)
+            await self.counter.release(identity.sub, conn_id)
+
+    def _expiry_handler(self, ws: WebSocket, sink: WebSocketSink) -> Callable[[Connection], None]:
+        async def close() -> None:
+            error = ProtocolError(ErrorCode.TOKEN_EXPIRED, "The token has expired.")
+            await sink.send({"type": "error", **error.to_wire()})
+            sink.closed = True
+            with contextlib.suppress(Exception):
+                await ws.close(CLOSE_UNAUTHORIZED)
+
+        def on_expired(_conn: Connection) -> None:
+            task = asyncio.ensure_future(close())
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+        return on_expired
+
+    async def _handle(
+        self,
+        conn: Connection,
+        sink: WebSocketSink,
+        message: Any,
+        on_expired: Callable[[Connection], None],
+    ) -> None:
+        text = message.get("text")
+        data: Any = None
+        try:
+            if text is None:
+                raise ProtocolError(ErrorCode.INVALID_PAYLOAD, "Binary frames are not supported.")
+            try:
+                data = orjson.loads(text)
+            except orjson.JSONDecodeError:
+                raise ProtocolError(
+                    ErrorCode.INVALID_PAYLOAD, "The frame is not valid JSON."
+                ) from None
+            kind = data.pop("type", "chat") if isinstance(data, dict) else "chat"
+            if kind == "chat":
+                if isinstance(data, dict) and "room" in data:
+                    raise ProtocolError(
+                        ErrorCode.INVALID_PAYLOAD,
+                        "Rooms are not available on the raw WebSocket endpoint.",
+                        details=[{"field": "room", "message": "not allowed here"}],
+                    )
+                await self.relay.chat(conn, data, sink, len(text))
+            elif kind == "cancel":
+                self.relay.cancel(conn, data)
+            elif kind == "resume":
+                meta, last_seq = await self.relay.find_resumable(conn, data)
+                self.relay.replay(meta, last_seq, sink.emit)
+            elif kind == "refresh":
+                expires_at = self.relay.refresh(conn, data)
+                conn.schedule_expiry(on_expired)
+                await sink.send({"type": "refreshed", "expires_at": int(expires_at)})
+            else:
+                raise ProtocolError(
+                    ErrorCode.INVALID_PAYLOAD,
+                    "Unknown frame type.",
+                    details=[
+                        {"field": "type", "message": "expected chat, cancel, resume, refresh"}
+                    ],
+                )
+        except Exception as exc:
+            error = to_protocol_error(exc).to_wire()
+            frame = {"type": "error", **error}
+            request_id = claimed_request_id(data)
+            if request_id is not None:
+                frame["request_id"] = request_id
+            await sink.send(frame)

@@ -1,0 +1,161 @@
+"""The composition root: ``create_app(settings)`` builds one isolated ASGI app.
+
+Socket.IO (``/socket.io``) wraps FastAPI, which serves HTTP routes, the raw
+WebSocket endpoint and the page.  Everything is built here from settings and passed
+in; nothing is created at import time.
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+import socketio
+from fastapi import FastAPI
+
+from auth.authenticator import Authenticator
+from auth.origins import OriginPolicy
+from auth.tokens import TokenVerifier
+from events.connections import Connections
+from events.pipeline import ChatPipeline, PipelineConfig
+from events.relay import Relay
+from events.sio_server import MemoryManager, RelayServer, TailRegistry
+from events.socketio import SocketIOEvents
+from events.websocket import WebSocketEndpoint
+from health.checks import disabled_check, flag_check, upstream_check
+from health.router import health_router
+from server import __version__
+from server.jsonshim import OrjsonShim
+from server.lifecycle import Runtime, lifespan_for
+from server.routes import auth_router, web_routes
+from server.settings import Settings
+from services.generations import GenerationRegistry
+from services.limits import MemoryConnectionCounter, MemoryRateLimiter
+from services.streamlog import MemoryStreamLog
+
+
+class ConfigError(Exception):
+    """The settings cannot run a server; the message says what to change."""
+
+
+class RelayApp(socketio.ASGIApp):  # type: ignore[misc]
+    """The ASGI app; ``runtime`` exposes the parts for tests and operators."""
+
+    def __init__(self, sio: RelayServer, http: FastAPI, runtime: Runtime) -> None:
+        super().__init__(sio, other_asgi_app=http, socketio_path="socket.io")
+        self.runtime = runtime
+        self.http = http
+
+
+def build_verifier(settings: Settings) -> TokenVerifier:
+    secret = settings.jwt_secret.get_secret_value() if settings.jwt_secret else None
+    if secret is None and settings.allow_anonymous:
+        # Demo/dev: guest tokens need a key; this one lives as long as the process.
+        secret = secrets.token_urlsafe(32)
+    public_key = settings.jwt_public_key.get_secret_value() if settings.jwt_public_key else None
+    return TokenVerifier(
+        secret=secret,
+        public_key=public_key,
+        algorithms=settings.jwt_algorithms,
+        audience=settings.jwt_audience,
+        issuer=settings.jwt_issuer,
+        leeway_s=settings.jwt_leeway_s,
+    )
+
+
+def create_app(settings: Settings) -> RelayApp:
+    verifier = build_verifier(settings)
+    if not verifier.can_verify and not settings.allow_anonymous:
+        raise ConfigError(
+            "No way to verify tokens: set JWT_SECRET (HS256) or JWT_PUBLIC_KEY / JWT_JWKS_URL "
+            "with JWT_ALGORITHMS, or start in demo mode (--demo / ALLOW_ANONYMOUS=true)."
+        )
+    authenticator = Authenticator(verifier, allow_anonymous=settings.allow_anonymous)
+    origins = OriginPolicy(settings.cors_origins)
+    log = MemoryStreamLog(retention_s=settings.resume_retention_s)
+    registry = GenerationRegistry()
+    pipeline = ChatPipeline(
+        PipelineConfig(
+            default_model=settings.default_model,
+            allowed_models=frozenset(settings.allowed_models),
+            max_payload_bytes=settings.max_payload_bytes,
+            max_messages=settings.max_messages,
+            max_message_chars=settings.max_message_chars,
+            max_streams_per_connection=settings.max_streams_per_connection,
+            max_streams_per_user=settings.max_streams_per_user,
+        ),
+        log=log,
+        registry=registry,
+        rate_limiter=MemoryRateLimiter(settings.rate_limit_per_minute),
+    )
+    relay = Relay(pipeline, log, registry, verifier, resume_grace_s=settings.resume_grace_s)
+    connections = Connections()
+    counter = MemoryConnectionCounter(settings.max_connections_per_user)
+    tails = TailRegistry()
+    sio = RelayServer(
+        async_mode="asgi",
+        client_manager=MemoryManager(tails),
+        cors_allowed_origins=origins.allows_environ,
+        max_http_buffer_size=settings.max_frame_bytes,
+        json=OrjsonShim,
+        logger=False,
+        engineio_logger=False,
+    )
+
+    def session_info() -> dict[str, Any]:
+        return {
+            "limits": {
+                "max_payload_bytes": settings.max_payload_bytes,
+                "max_messages": settings.max_messages,
+                "max_message_chars": settings.max_message_chars,
+                "max_streams_per_connection": settings.max_streams_per_connection,
+                "rate_limit_per_minute": settings.rate_limit_per_minute,
+            },
+            "default_model": settings.default_model,
+            "protocol": 1,
+        }
+
+    sio_events = SocketIOEvents(
+        sio, relay, authenticator, connections, counter, tails, session_info
+    )
+    sio_events.register()
+    ws_endpoint = WebSocketEndpoint(
+        relay, authenticator, origins, connections, counter, settings.max_payload_bytes
+    )
+    runtime = Runtime(
+        settings=settings,
+        sio=sio,
+        pipeline=pipeline,
+        relay=relay,
+        log=log,
+        registry=registry,
+        connections=connections,
+        verifier=verifier,
+        sio_events=sio_events,
+    )
+
+    http = FastAPI(
+        title="llm-relay",
+        version=__version__,
+        description=(
+            "HTTP side of the LLM chat relay. The Socket.IO event API is at "
+            "[/asyncapi.json](/asyncapi.json)."
+        ),
+        lifespan=lifespan_for(runtime),
+    )
+    http.include_router(
+        health_router(
+            __version__,
+            {
+                "upstream": upstream_check(
+                    configured=lambda: runtime.upstream_configured, demo=settings.demo
+                ),
+                "shutdown": flag_check("shutting_down", lambda: runtime.shutting_down),
+                "redis": disabled_check,
+            },
+        )
+    )
+    http.include_router(auth_router(settings, verifier))
+    http.add_api_websocket_route("/websockets/openrouter", ws_endpoint)
+    web_routes(http)
+    return RelayApp(sio, http, runtime)

@@ -1,0 +1,111 @@
+"""``python -m server``: serve (the default), ``users add|remove|list``, ``token``."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import re
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from server.settings import Settings
+
+_TTL = re.compile(r"^(\d+)\s*([smhd]?)$")
+
+
+def parse_ttl(text: str) -> int:
+    match = _TTL.match(text.strip().lower())
+    if not match:
+        raise argparse.ArgumentTypeError("use seconds or a number with s, m, h or d (e.g. 1h)")
+    value, unit = int(match.group(1)), match.group(2) or "s"
+    return value * {"s": 1, "m": 60, "h": 3600, "d": 86400}[unit]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m server", description=__doc__)
+    parser.add_argument("--demo", action="store_true", help="anonymous access + local simulator")
+    parser.add_argument("--host", help="bind address (HOST)")
+    parser.add_argument("--port", type=int, help="port (PORT)")
+    parser.add_argument("--log-level", help="LOG_LEVEL")
+    parser.add_argument("--log-format", choices=["text", "json"], help="LOG_FORMAT")
+    sub = parser.add_subparsers(dest="command")
+    sub.add_parser("serve", help="run the server (default)")
+    users = sub.add_parser("users", help="manage built-in accounts (USERS_FILE)")
+    users_sub = users.add_subparsers(dest="users_command", required=True)
+    add = users_sub.add_parser("add", help="add or update a user (password prompted or on stdin)")
+    add.add_argument("name")
+    add.add_argument("--display-name")
+    remove = users_sub.add_parser("remove", help="remove a user")
+    remove.add_argument("name")
+    users_sub.add_parser("list", help="list users")
+    token = sub.add_parser("token", help="mint an HS256 token for scripts (needs JWT_SECRET)")
+    token.add_argument("--sub", required=True)
+    token.add_argument("--name")
+    token.add_argument("--ttl", type=parse_ttl, default=3600, help="e.g. 3600, 30m, 1h, 7d")
+    return parser
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    overrides: dict[str, Any] = {}
+    if args.demo:
+        overrides["demo"] = True
+    for name in ("host", "port", "log_level", "log_format"):
+        value = getattr(args, name)
+        if value is not None:
+            overrides[name] = value
+    return Settings(**overrides)
+
+
+def read_password(prompt: str = "Password: ") -> str:
+    if sys.stdin.isatty():
+        first = getpass.getpass(prompt)
+        if getpass.getpass("Repeat: ") != first:
+            raise SystemExit("passwords do not match")
+        return first
+    return sys.stdin.readline().rstrip("\r\n")
+
+
+def run_users(args: argparse.Namespace, settings: Settings) -> int:
+    from auth.users import PasswordTooLong, UserStore
+
+    store = UserStore(settings.users_file)
+    if args.users_command == "add":
+        password = read_password()
+        try:
+            store.add(args.name, password, args.display_name)
+        except (PasswordTooLong, ValueError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        print(f"user {args.name!r} saved in {settings.users_file}")
+    elif args.users_command == "remove":
+        if not store.remove(args.name):
+            print(f"error: no user {args.name!r}", file=sys.stderr)
+            return 1
+        print(f"user {args.name!r} removed")
+    else:
+        for account in sorted(store.load().values(), key=lambda a: a.username):
+            print(f"{account.username}\t{account.name}")
+    return 0
+
+
+def run_token(args: argparse.Namespace, settings: Settings) -> int:
+    from server.app import build_verifier
+
+    if settings.jwt_secret is None:
+        print("error: minting tokens needs JWT_SECRET", file=sys.stderr)
+        return 2
+    print(build_verifier(settings).issue(args.sub, name=args.name, ttl_s=args.ttl))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    settings = settings_from(args)
+    if args.command == "users":
+        return run_users(args, settings)
+    if args.command == "token":
+        return run_token(args, settings)
+    from server.serve import serve
+
+    return serve(settings)

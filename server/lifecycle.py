@@ -1,0 +1,117 @@
+"""Start-up and shutdown: the aiohttp session, the demo simulator, draining streams."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+from fastapi import FastAPI
+
+from auth.tokens import TokenVerifier
+from events.connections import Connections
+from events.pipeline import ChatPipeline
+from events.relay import Relay
+from events.socketio import SocketIOEvents
+from server.settings import Settings
+from services.generations import GenerationRegistry, StopReason
+from services.simulator import Simulator
+from services.streamlog import StreamLog
+from services.upstream import UpstreamClient, UpstreamSettings
+
+logger = logging.getLogger(__name__)
+
+DEMO_API_KEY = "demo-simulator"
+
+
+@dataclass(eq=False)
+class Runtime:
+    """Everything one app instance is made of."""
+
+    settings: Settings
+    sio: Any
+    pipeline: ChatPipeline
+    relay: Relay
+    log: StreamLog
+    registry: GenerationRegistry
+    connections: Connections
+    verifier: TokenVerifier
+    sio_events: SocketIOEvents
+    session: aiohttp.ClientSession | None = None
+    simulator: Simulator | None = None
+    shutting_down: bool = False
+    upstream_configured: bool = False
+    extra_cleanup: list[Callable[[], Any]] = field(default_factory=list)
+
+    def upstream_settings(self, base_url: str, api_key: str | None) -> UpstreamSettings:
+        s = self.settings
+        return UpstreamSettings(
+            base_url=base_url,
+            api_key=api_key,
+            app_url=s.openrouter_app_url,
+            app_title=s.openrouter_app_title,
+            connect_timeout_s=s.upstream_connect_timeout_s,
+            first_token_timeout_s=s.upstream_first_token_timeout_s,
+            idle_timeout_s=s.upstream_idle_timeout_s,
+            total_timeout_s=s.upstream_total_timeout_s,
+            max_retries=s.upstream_max_retries,
+        )
+
+    async def start(self) -> None:
+        s = self.settings
+        base_url, api_key = s.openrouter_base_url, s.api_key
+        if s.demo:
+            self.simulator = Simulator()
+            base_url = await self.simulator.start()
+            api_key = DEMO_API_KEY
+            logger.info("demo mode: answers come from the local simulator at %s", base_url)
+        limit = s.upstream_max_connections
+        self.session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=limit, limit_per_host=limit),
+            timeout=aiohttp.ClientTimeout(total=None),
+        )
+        self.pipeline.upstream = UpstreamClient(
+            self.session, self.upstream_settings(base_url, api_key)
+        )
+        self.upstream_configured = api_key is not None
+        if api_key is None:
+            logger.warning("OPENROUTER_API_KEY is not set: chats will fail with upstream_auth")
+
+    async def drain(self, grace_s: float) -> None:
+        """Stop taking requests, let streams finish for ``grace_s``, then end the rest."""
+        self.shutting_down = True
+        self.pipeline.stop_accepting()
+        if not await self.registry.wait_idle(grace_s):
+            for gen in self.registry.all():
+                gen.stop(StopReason.SHUTDOWN)
+            await self.registry.wait_idle(5)
+
+    async def stop(self) -> None:
+        await self.drain(self.settings.shutdown_grace_s)
+        await self.sio_events.aclose()
+        await self.relay.aclose()
+        await self.log.aclose()
+        for cleanup in self.extra_cleanup:
+            result = cleanup()
+            if asyncio.iscoroutine(result):
+                await result
+        if self.session is not None:
+            await self.session.close()
+        if self.simulator is not None:
+            await self.simulator.stop()
+
+
+def lifespan_for(runtime: Runtime) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        await runtime.start()
+        try:
+            yield
+        finally:
+            await runtime.stop()
+
+    return lifespan

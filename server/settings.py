@@ -1,0 +1,156 @@
+"""Settings: one pydantic-settings class holding every name of PROTOCOL.md §5.
+
+Read from the environment and from ``secrets.toml`` (the original template's
+``OPENROUTER_SECRET`` key is accepted there).  Built once at start-up and passed
+down as plain values; nothing else in the project reads ``os.environ``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+PROJECT_URL = "https://github.com/llm-relay/llm-relay"
+PROJECT_NAME = "llm-relay"
+
+CommaList = Annotated[list[str], NoDecode]
+
+
+def _split_commas(value: Any) -> Any:
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
+class _SecretsToml(TomlConfigSettingsSource):
+    """``secrets.toml``, with the original template's ``OPENROUTER_SECRET`` alias."""
+
+    def __call__(self) -> dict[str, Any]:
+        data = dict(super().__call__())
+        upper = {key.upper(): value for key, value in data.items()}
+        if "OPENROUTER_SECRET" in upper and "OPENROUTER_API_KEY" not in upper:
+            upper["OPENROUTER_API_KEY"] = upper.pop("OPENROUTER_SECRET")
+        upper.pop("OPENROUTER_SECRET", None)
+        return upper
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        case_sensitive=False,
+        extra="ignore",
+        toml_file="secrets.toml",
+        validate_default=True,
+    )
+
+    # upstream
+    openrouter_api_key: SecretStr | None = None
+    openrouter_base_url: str = "https://openrouter.ai/api/v1"
+    openrouter_app_url: str = PROJECT_URL
+    openrouter_app_title: str = PROJECT_NAME
+    default_model: str = "google/gemini-flash-1.5"
+    allowed_models: CommaList = Field(default_factory=list)
+    upstream_connect_timeout_s: float = Field(10, gt=0)
+    upstream_first_token_timeout_s: float = Field(60, gt=0)
+    upstream_idle_timeout_s: float = Field(60, gt=0)
+    upstream_total_timeout_s: float = Field(900, gt=0)
+    upstream_max_retries: int = Field(2, ge=0, le=10)
+    upstream_max_connections: int = Field(1000, ge=0)  # aiohttp's default 100 would queue chats
+
+    # auth
+    jwt_secret: SecretStr | None = None
+    jwt_public_key: SecretStr | None = None
+    jwt_jwks_url: str | None = None
+    jwt_algorithms: CommaList = Field(default_factory=lambda: ["HS256"])
+    jwt_audience: str | None = None
+    jwt_issuer: str | None = None
+    jwt_leeway_s: float = Field(5, ge=0)
+    token_ttl_s: int = Field(3600, gt=0)
+    guest_token_ttl_s: int = Field(3600, gt=0)
+    allow_anonymous: bool = False
+    users_file: Path = Path("users.toml")
+    cors_origins: CommaList = Field(default_factory=list)
+    trusted_proxies: CommaList = Field(default_factory=list)
+
+    # multi-node
+    redis_url: str | None = None
+
+    # limits
+    max_payload_bytes: int = Field(1_000_000, gt=0)
+    max_messages: int = Field(500, gt=0)
+    max_message_chars: int = Field(100_000, gt=0)
+    max_frame_bytes: int = Field(16_777_216, gt=0)
+    max_streams_per_connection: int = Field(4, gt=0)
+    max_streams_per_user: int = Field(8, gt=0)
+    rate_limit_per_minute: int = Field(60, gt=0)
+    max_connections_per_user: int = Field(20, gt=0)
+    max_rooms_per_connection: int = Field(50, gt=0)
+    resume_grace_s: float = Field(30, ge=0)
+    resume_retention_s: float = Field(120, ge=0)
+    room_history_limit: int = Field(50, gt=0)
+    room_context_chars: int = Field(200_000, gt=0)
+    token_coalesce_ms: float = Field(0, ge=0, le=1000)
+    shutdown_grace_s: float = Field(20, ge=0)
+
+    # serving
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
+    log_format: Literal["text", "json"] = "text"
+    demo: bool = False
+
+    @field_validator(
+        "allowed_models", "jwt_algorithms", "cors_origins", "trusted_proxies", mode="before"
+    )
+    @classmethod
+    def _comma_list(cls, value: Any) -> Any:
+        return _split_commas(value)
+
+    @field_validator("log_level", "log_format", mode="before")
+    @classmethod
+    def _lower(cls, value: Any) -> Any:
+        return value.lower() if isinstance(value, str) else value
+
+    @field_validator("jwt_algorithms")
+    @classmethod
+    def _no_none_alg(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("JWT_ALGORITHMS must name at least one algorithm")
+        if any(alg.lower() == "none" for alg in value):
+            raise ValueError("JWT_ALGORITHMS must never contain 'none'")
+        return value
+
+    @model_validator(mode="after")
+    def _demo_implies_anonymous(self) -> Settings:
+        if self.demo:
+            self.allow_anonymous = True
+        return self
+
+    @property
+    def api_key(self) -> str | None:
+        key = self.openrouter_api_key
+        return key.get_secret_value() if key is not None and key.get_secret_value() else None
+
+    def secret_values(self) -> tuple[str, ...]:
+        """Values that must never be logged."""
+        values = (self.openrouter_api_key, self.jwt_secret)
+        return tuple(v.get_secret_value() for v in values if v and v.get_secret_value())
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, _SecretsToml(settings_cls))

@@ -1,0 +1,222 @@
+"""Test harness: a real uvicorn server on a loopback port, and recording clients."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import jwt
+import socketio
+import uvicorn
+
+from server.app import RelayApp, create_app
+from server.serve import uvicorn_config
+from server.settings import Settings
+
+JWT_SECRET = "test-secret-0123456789-abcdefghijklmnop"
+API_KEY = "sk-or-test-key-SECRET-0123456789"
+
+
+def base_settings(upstream_url: str, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "jwt_secret": JWT_SECRET,
+        "openrouter_api_key": API_KEY,
+        "openrouter_base_url": upstream_url,
+        "upstream_connect_timeout_s": 2,
+        "upstream_first_token_timeout_s": 5,
+        "upstream_idle_timeout_s": 5,
+        "upstream_total_timeout_s": 60,
+        "shutdown_grace_s": 1,
+        "host": "127.0.0.1",
+        "port": 0,
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+def make_token(
+    sub: str = "alice",
+    *,
+    ttl: float = 3600,
+    secret: str = JWT_SECRET,
+    algorithm: str = "HS256",
+    **claims: Any,
+) -> str:
+    now = int(time.time())
+    payload: dict[str, Any] = {"sub": sub, "iat": now, "exp": now + ttl, **claims}
+    payload = {k: v for k, v in payload.items() if v is not None}
+    return jwt.encode(payload, secret, algorithm=algorithm)
+
+
+@dataclass
+class RunningServer:
+    app: RelayApp
+    settings: Settings
+    server: uvicorn.Server
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"
+
+
+@asynccontextmanager
+async def run_server(settings: Settings) -> AsyncIterator[RunningServer]:
+    app = create_app(settings)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    config = uvicorn_config(settings, app)
+    config.access_log = False
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    while not server.started:
+        if task.done():
+            task.result()
+            raise RuntimeError("server exited during start-up")
+        await asyncio.sleep(0.005)
+    try:
+        yield RunningServer(app, settings, server, port)
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, 15)
+        sock.close()
+
+
+@dataclass
+class Recorder:
+    """A python-socketio client that records every event it receives, in order."""
+
+    client: socketio.AsyncClient = field(
+        default_factory=lambda: socketio.AsyncClient(reconnection=False)
+    )
+    events: list[tuple[str, Any]] = field(default_factory=list)
+    connect_error: Any = None
+
+    def __post_init__(self) -> None:
+        self._changed = asyncio.Event()
+
+        @self.client.on("*")  # type: ignore[misc]
+        async def _any(event: str, data: Any = None) -> None:
+            self._record(event, data)
+
+        @self.client.on("connect_error")  # type: ignore[misc]
+        async def _connect_error(data: Any = None) -> None:
+            self.connect_error = data
+            self._record("connect_error", data)
+
+        @self.client.on("disconnect")  # type: ignore[misc]
+        async def _disconnect(*_args: Any) -> None:
+            self._record("disconnect", None)
+
+    def _record(self, event: str, data: Any) -> None:
+        self.events.append((event, data))
+        self._changed.set()
+
+    async def connect(
+        self,
+        url: str,
+        token: str | None = None,
+        *,
+        headers: dict[str, str] | None = None,
+        transports: list[str] | None = None,
+        auth: Any = None,
+    ) -> None:
+        if auth is None and token is not None:
+            auth = {"token": token}
+        await self.client.connect(
+            url,
+            auth=auth,
+            headers=headers or {},
+            transports=transports or ["websocket"],
+            wait_timeout=5,
+        )
+
+    async def call(self, event: str, data: Any, timeout: float = 5) -> Any:
+        return await self.client.call(event, data, timeout=timeout)
+
+    async def wait_for(
+        self, predicate: Callable[[str, Any], bool], timeout: float = 10
+    ) -> tuple[str, Any]:
+        deadline = time.monotonic() + timeout
+        seen = 0
+        while True:
+            for event, data in self.events[seen:]:
+                if predicate(event, data):
+                    return event, data
+            seen = len(self.events)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"no matching event; got {self.events[-5:]!r}")
+            self._changed.clear()
+            try:
+                await asyncio.wait_for(self._changed.wait(), remaining)
+            except TimeoutError:
+                pass
+
+    async def wait_event(self, name: str, timeout: float = 10) -> Any:
+        return (await self.wait_for(lambda e, _d: e == name, timeout))[1]
+
+    async def terminal(self, request_id: str, timeout: float = 10) -> tuple[str, Any]:
+        return await self.wait_for(
+            lambda e, d: (
+                e in ("done", "error") and isinstance(d, dict) and d.get("request_id") == request_id
+            ),
+            timeout,
+        )
+
+    def of(self, request_id: str) -> list[tuple[str, Any]]:
+        return [
+            (e, d)
+            for e, d in self.events
+            if isinstance(d, dict) and d.get("request_id") == request_id
+        ]
+
+    def tokens(self, request_id: str) -> list[dict[str, Any]]:
+        return [d for e, d in self.of(request_id) if e == "token"]
+
+    def text(self, request_id: str) -> str:
+        return "".join(t["content"] for t in self.tokens(request_id))
+
+    async def close(self) -> None:
+        if self.client.connected:
+            await self.client.disconnect()
+
+    async def leave(self) -> None:
+        """A deliberate disconnect the server sees as one (the DISCONNECT packet first).
+
+        python-socketio's ``disconnect()`` closes the socket without waiting for its
+        DISCONNECT packet to be written, so a server may see only a lost transport.
+        """
+        from socketio import packet
+
+        sid = self.client.get_sid()
+        await self.client._send_packet(packet.Packet(packet.DISCONNECT, namespace="/"))
+        self._sent_disconnect = sid
+
+    async def drop(self) -> None:
+        """Lose the transport without a DISCONNECT packet (network drop)."""
+        eio = self.client.eio
+        if eio.ws is not None:
+            await eio.ws.close()
+
+
+def assert_clean_stream(rec: Recorder, request_id: str) -> tuple[str, dict[str, Any]]:
+    """Invariants 1 and 2: gapless seq from 0, one terminal event, nothing after it."""
+    events = rec.of(request_id)
+    terminals = [i for i, (e, _d) in enumerate(events) if e in ("done", "error")]
+    assert len(terminals) == 1, events
+    assert terminals[0] == len(events) - 1, events
+    seqs = [d["seq"] for e, d in events if e == "token"]
+    assert seqs == list(range(len(seqs))), seqs
+    return events[-1]

@@ -1,0 +1,423 @@
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import socket
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import aiohttp
+import orjson
+import pytest
+from aiohttp import web
+
+from services.upstream import (
+    Chunk,
+    UpstreamClient,
+    UpstreamError,
+    UpstreamFailure,
+    UpstreamSettings,
+    _parse_retry_after,
+)
+
+KEY = "sk-or-test-secret-key"
+BODY = {"model": "test/model", "messages": [{"role": "user", "content": "hi"}]}
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def frame(content: str | None = None, finish: str | None = None, **extra: Any) -> bytes:
+    choice: dict[str, Any] = {"index": 0, "delta": {"content": content}, "finish_reason": finish}
+    obj = {"id": "gen-1", "model": "test/model", "choices": [choice], **extra}
+    return b"data: " + orjson.dumps(obj) + b"\n\n"
+
+
+DONE = b"data: [DONE]\n\n"
+USAGE = b'data: {"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":2,"cost":0.1}}\n\n'
+
+
+class Upstream:
+    """A tiny OpenAI-compatible server; request n goes to handler n (the last one repeats)."""
+
+    def __init__(self, *handlers: Handler) -> None:
+        self.handlers = handlers
+        self.requests: list[tuple[dict[str, str], dict[str, Any]]] = []
+        self.release = asyncio.Event()  # set at teardown: hanging handlers return
+        self.url = ""
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        self.requests.append((dict(request.headers), orjson.loads(await request.read())))
+        return await self.handlers[min(len(self.requests), len(self.handlers)) - 1](request)
+
+
+class Observer:
+    def __init__(self) -> None:
+        self.statuses: list[int] = []
+        self.retries: list[str] = []
+
+    def on_response(self, status: int, latency_s: float) -> None:
+        self.statuses.append(status)
+
+    def on_retry(self, reason: str) -> None:
+        self.retries.append(reason)
+
+
+@pytest.fixture
+async def start() -> AsyncIterator[Callable[..., Awaitable[Upstream]]]:
+    servers: list[tuple[Upstream, web.AppRunner]] = []
+
+    async def start(*handlers: Handler) -> Upstream:
+        upstream = Upstream(*handlers)
+        app = web.Application()
+        app.router.add_post("/v1/chat/completions", upstream.handle)
+        runner = web.AppRunner(app, shutdown_timeout=0.5, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        upstream.url = f"http://127.0.0.1:{runner.addresses[0][1]}/v1/"
+        servers.append((upstream, runner))
+        return upstream
+
+    yield start
+    for upstream, runner in servers:
+        upstream.release.set()
+        await runner.cleanup()
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+def make(
+    session: aiohttp.ClientSession, url: str, observer: Observer | None = None, **overrides: Any
+) -> UpstreamClient:
+    settings = UpstreamSettings(
+        base_url=url,
+        api_key=KEY,
+        app_url="https://relay.test",
+        app_title="Relay Test",
+        connect_timeout_s=1,
+        first_token_timeout_s=2,
+        idle_timeout_s=2,
+        total_timeout_s=10,
+        max_retries=2,
+        retry_base_s=0.01,
+        retry_max_s=0.05,
+    )
+    return UpstreamClient(session, dataclasses.replace(settings, **overrides), observer)
+
+
+async def collect(client: UpstreamClient) -> list[list[Chunk]]:
+    return [batch async for batch in client.stream(BODY)]
+
+
+async def drain(client: UpstreamClient, seen: list[Chunk]) -> None:
+    async for batch in client.stream(BODY):
+        seen += batch
+
+
+async def failure(client: UpstreamClient, seen: list[Chunk] | None = None) -> UpstreamError:
+    with pytest.raises(UpstreamError) as info:
+        await drain(client, [] if seen is None else seen)
+    assert KEY not in info.value.message
+    return info.value
+
+
+def sse(*frames: bytes, status: int = 200) -> Handler:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(status=status, headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        for data in frames:
+            await resp.write(data)
+        return resp
+
+    return handler
+
+
+def error(status: int, message: str = "upstream says no", **headers: str) -> Handler:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        body = {"error": {"code": status, "message": message}}
+        return web.json_response(body, status=status, headers=headers)
+
+    return handler
+
+
+def text(batches: list[list[Chunk]]) -> str:
+    return "".join(chunk.content for batch in batches for chunk in batch)
+
+
+async def test_normal_stream_sends_request_and_parses_chunks(start: Any, session: Any) -> None:
+    up = await start(sse(b": OPENROUTER PROCESSING\n\n", frame("", role="assistant")))
+    up.handlers = (sse(frame("Hel"), frame("lo"), frame("", "stop"), USAGE, DONE),)
+    observer = Observer()
+    batches = await collect(make(session, up.url, observer))
+    assert all(batches)
+    chunks = [chunk for batch in batches for chunk in batch]
+    assert text(batches) == "Hello"
+    assert [c.finish_reason for c in chunks] == [None, None, "stop", None]
+    assert chunks[0].model == "test/model"
+    assert chunks[-1].content == ""
+    assert chunks[-1].usage == {"prompt_tokens": 3, "completion_tokens": 2, "cost": 0.1}
+    assert chunks[-1].raw["choices"] == []
+    headers, body = up.requests[0]
+    assert headers["Authorization"] == f"Bearer {KEY}"
+    assert headers["HTTP-Referer"] == "https://relay.test"
+    assert headers["X-Title"] == "Relay Test"
+    assert headers["Content-Type"] == "application/json"
+    assert headers["Accept"] == "text/event-stream"
+    assert body == {**BODY, "stream": True, "usage": {"include": True}}
+    assert observer.statuses == [200]
+
+
+async def test_comments_and_split_frames(start: Any, session: Any) -> None:
+    data = b": OPENROUTER PROCESSING\r\n\r\n" + frame("a ✓ b") + frame(None, "stop") + DONE
+    up = await start(sse(*(data[i : i + 7] for i in range(0, len(data), 7))))
+    assert text(await collect(make(session, up.url))) == "a ✓ b"
+
+
+async def test_missing_done_after_finish_is_fine(start: Any, session: Any) -> None:
+    up = await start(sse(frame("ok"), frame("", "length")))
+    assert text(await collect(make(session, up.url))) == "ok"
+
+
+async def test_truncated_stream(start: Any, session: Any) -> None:
+    up = await start(sse(frame("par"), frame("tial")))
+    seen: list[Chunk] = []
+    err = await failure(make(session, up.url), seen)
+    assert err.kind is UpstreamFailure.STREAM
+    assert "ended before finishing" in err.message
+    assert "".join(c.content for c in seen) == "partial"
+    assert len(up.requests) == 1
+
+
+@pytest.mark.parametrize("line", [b"data: {not json\n\n", b"data: [1, 2]\n\n"])
+async def test_malformed_data_line(start: Any, session: Any, line: bytes) -> None:
+    up = await start(sse(frame("x"), line, frame("", "stop")))
+    assert (await failure(make(session, up.url))).kind is UpstreamFailure.STREAM
+
+
+async def test_mid_stream_error(start: Any, session: Any) -> None:
+    err_frame = frame("", "error", error={"code": 502, "message": "Provider disconnected"})
+    up = await start(sse(frame("Hi"), err_frame, DONE))
+    seen: list[Chunk] = []
+    err = await failure(make(session, up.url), seen)
+    assert (err.kind, seen[0].content) == (UpstreamFailure.STREAM, "Hi")
+    assert "Provider disconnected" in err.message
+
+
+async def test_finish_reason_error(start: Any, session: Any) -> None:
+    up = await start(sse(frame("Hi"), frame("", "error"), DONE))
+    assert (await failure(make(session, up.url))).kind is UpstreamFailure.STREAM
+
+
+@pytest.mark.parametrize(
+    ("status", "kind"),
+    [
+        (400, UpstreamFailure.BAD_REQUEST),
+        (401, UpstreamFailure.AUTH),
+        (402, UpstreamFailure.PAYMENT),
+        (403, UpstreamFailure.MODERATION),
+        (404, UpstreamFailure.BAD_REQUEST),
+        (408, UpstreamFailure.TIMEOUT),
+        (422, UpstreamFailure.BAD_REQUEST),
+        (429, UpstreamFailure.RATE_LIMITED),
+        (500, UpstreamFailure.UNAVAILABLE),
+        (502, UpstreamFailure.UNAVAILABLE),
+        (503, UpstreamFailure.UNAVAILABLE),
+        (504, UpstreamFailure.UNAVAILABLE),
+    ],
+)
+async def test_status_mapping(start: Any, session: Any, status: int, kind: UpstreamFailure) -> None:
+    up = await start(error(status, f"nope {KEY} " + "x" * 500))
+    err = await failure(make(session, up.url, max_retries=0))
+    assert (err.kind, err.status) == (kind, status)
+    assert "nope ***" in err.message
+    assert len(err.message) < 300 + 60
+    assert len(up.requests) == 1
+
+
+async def test_non_json_error_body(start: Any, session: Any) -> None:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        return web.Response(status=502, text="<html>bad gateway</html>")
+
+    up = await start(handler)
+    err = await failure(make(session, up.url, max_retries=0))
+    assert err.kind is UpstreamFailure.UNAVAILABLE
+    assert "html" not in err.message
+
+
+async def test_no_api_key(start: Any, session: Any) -> None:
+    up = await start(sse(frame("x", "stop")))
+    client = make(session, up.url, api_key=None)
+    assert not client.configured
+    assert (await failure(client)).kind is UpstreamFailure.AUTH
+    assert up.requests == []
+    assert make(session, up.url).configured
+
+
+async def test_429_with_retry_after_then_success(start: Any, session: Any) -> None:
+    up = await start(error(429, "slow down", **{"Retry-After": "0"}), sse(frame("Hi", "stop")))
+    observer = Observer()
+    batches = await collect(make(session, up.url, observer))
+    assert text(batches) == "Hi"
+    assert (len(up.requests), observer.retries, observer.statuses) == (2, ["429"], [429, 200])
+
+
+async def test_503_exhausted(start: Any, session: Any) -> None:
+    up = await start(error(503))
+    observer = Observer()
+    err = await failure(make(session, up.url, observer))
+    assert (err.kind, err.status, len(up.requests)) == (UpstreamFailure.UNAVAILABLE, 503, 3)
+    assert observer.retries == ["503", "503"]
+
+
+async def test_429_exhausted_sets_retry_after(start: Any, session: Any) -> None:
+    up = await start(error(429))
+    err = await failure(make(session, up.url))
+    assert (err.kind, len(up.requests)) == (UpstreamFailure.RATE_LIMITED, 3)
+    assert err.retry_after is not None
+    assert err.retry_after >= 1.0
+
+
+async def test_429_with_long_retry_after_gives_up_at_once(start: Any, session: Any) -> None:
+    up = await start(error(429, **{"Retry-After": "120"}))
+    err = await failure(make(session, up.url))
+    assert (err.kind, err.retry_after, len(up.requests)) == (UpstreamFailure.RATE_LIMITED, 120, 1)
+
+
+async def test_connection_refused(session: Any) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    observer = Observer()
+    err = await failure(make(session, f"http://127.0.0.1:{port}/v1", observer))
+    assert (err.kind, observer.retries) == (UpstreamFailure.UNAVAILABLE, ["connection"] * 2)
+
+
+async def test_drop_before_first_chunk_is_retried(start: Any, session: Any) -> None:
+    async def drop(request: web.Request) -> web.StreamResponse:
+        resp = await sse(b": OPENROUTER PROCESSING\n\n")(request)
+        assert request.transport is not None
+        request.transport.close()
+        return resp
+
+    up = await start(drop, sse(frame("ok", "stop")))
+    assert text(await collect(make(session, up.url))) == "ok"
+    assert len(up.requests) == 2
+
+
+async def test_no_retry_after_first_chunk(start: Any, session: Any) -> None:
+    async def drop(request: web.Request) -> web.StreamResponse:
+        resp = await sse(frame("Hi"))(request)
+        await asyncio.sleep(0.05)
+        assert request.transport is not None
+        request.transport.close()
+        return resp
+
+    up = await start(drop, sse(frame("again", "stop")))
+    seen: list[Chunk] = []
+    err = await failure(make(session, up.url), seen)
+    assert err.kind in (UpstreamFailure.STREAM, UpstreamFailure.UNAVAILABLE)
+    assert ([c.content for c in seen], len(up.requests)) == (["Hi"], 1)
+
+
+def hang(up_box: list[Upstream], *frames: bytes, every: float | None = None) -> Handler:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        resp = await sse(*frames)(request) if frames else web.StreamResponse()
+        while every is not None and not up_box[0].release.is_set():
+            await resp.write(b": OPENROUTER PROCESSING\n\n")
+            await asyncio.sleep(every)
+        await up_box[0].release.wait()
+        return resp
+
+    return handler
+
+
+async def timed_failure(client: UpstreamClient, limit: float) -> UpstreamError:
+    began = time.monotonic()
+    err = await failure(client)
+    assert time.monotonic() - began < limit
+    return err
+
+
+async def test_hang_before_headers(start: Any, session: Any) -> None:
+    box: list[Upstream] = []
+    box.append(await start(hang(box)))
+    err = await timed_failure(make(session, box[0].url, first_token_timeout_s=0.3), 1.5)
+    assert (err.kind, len(box[0].requests)) == (UpstreamFailure.TIMEOUT, 1)
+
+
+async def test_comments_do_not_count_as_first_token(start: Any, session: Any) -> None:
+    box: list[Upstream] = []
+    box.append(await start(hang(box, frame("", role="assistant"), every=0.05)))
+    err = await timed_failure(make(session, box[0].url, first_token_timeout_s=0.3), 1.5)
+    assert err.kind is UpstreamFailure.TIMEOUT
+
+
+async def test_idle_gap(start: Any, session: Any) -> None:
+    box: list[Upstream] = []
+    box.append(await start(hang(box, frame("Hi"))))
+    err = await timed_failure(make(session, box[0].url, idle_timeout_s=0.3), 1.5)
+    assert (err.kind, len(box[0].requests)) == (UpstreamFailure.TIMEOUT, 1)
+
+
+async def test_total_timeout(start: Any, session: Any) -> None:
+    async def slow(request: web.Request) -> web.StreamResponse:
+        resp = await sse()(request)
+        for _ in range(100):
+            await resp.write(frame("tok"))
+            await asyncio.sleep(0.05)
+        return resp
+
+    up = await start(slow)
+    err = await timed_failure(make(session, up.url, total_timeout_s=0.4), 1.5)
+    assert err.kind is UpstreamFailure.TIMEOUT
+
+
+async def endless(request: web.Request, closed: asyncio.Event) -> web.StreamResponse:
+    try:
+        resp = await sse(frame("Hi"))(request)
+        while True:
+            await asyncio.sleep(0.02)
+            await resp.write(frame("more"))
+    finally:
+        closed.set()
+
+
+@pytest.mark.parametrize("how", ["aclose", "cancel"])
+async def test_stopping_closes_the_connection(start: Any, session: Any, how: str) -> None:
+    closed = asyncio.Event()
+    up = await start(lambda request: endless(request, closed))
+    stream = make(session, up.url).stream(BODY)
+    got_first = asyncio.Event()
+
+    async def consume() -> None:
+        async for _ in stream:
+            got_first.set()
+
+    if how == "aclose":
+        assert (await anext(stream))[0].content == "Hi"
+        await asyncio.sleep(0.1)
+        await stream.aclose()
+    else:
+        task = asyncio.create_task(consume())
+        await got_first.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    await asyncio.wait_for(closed.wait(), 1)
+
+
+def test_parse_retry_after() -> None:
+    assert _parse_retry_after("3") == 3.0
+    assert _parse_retry_after("1.5") == 1.5
+    assert _parse_retry_after(None) is None
+    assert _parse_retry_after("soon") is None
+    assert _parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0
+    future = _parse_retry_after(
+        time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(time.time() + 30))
+    )
+    assert future is not None
+    assert 25 < future <= 30
