@@ -6,7 +6,7 @@ import asyncio
 import socket
 import time
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -159,10 +159,8 @@ class Recorder:
             if remaining <= 0:
                 raise TimeoutError(f"no matching event; got {self.events[-5:]!r}")
             self._changed.clear()
-            try:
+            with suppress(TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), remaining)
-            except TimeoutError:
-                pass
 
     async def wait_event(self, name: str, timeout: float = 10) -> Any:
         return (await self.wait_for(lambda e, _d: e == name, timeout))[1]
