@@ -10,6 +10,7 @@ from __future__ import annotations
 import secrets
 from typing import Any
 
+import redis.asyncio as aioredis
 import socketio
 from fastapi import FastAPI
 
@@ -122,6 +123,7 @@ def create_app(settings: Settings) -> RelayApp:
     ws_endpoint = WebSocketEndpoint(
         relay, authenticator, origins, connections, counter, settings.max_payload_bytes
     )
+    redis = aioredis.from_url(settings.redis_url) if settings.redis_url else None
     runtime = Runtime(
         settings=settings,
         sio=sio,
@@ -132,6 +134,7 @@ def create_app(settings: Settings) -> RelayApp:
         connections=connections,
         verifier=verifier,
         sio_events=sio_events,
+        redis=redis,
     )
 
     http = FastAPI(

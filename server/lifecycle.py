@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
+import redis.asyncio as aioredis
 from fastapi import FastAPI
 
 from auth.tokens import TokenVerifier
@@ -41,6 +42,7 @@ class Runtime:
     connections: Connections
     verifier: TokenVerifier
     sio_events: SocketIOEvents
+    redis: aioredis.Redis | None = None  # set by create_app when REDIS_URL is given
     session: aiohttp.ClientSession | None = None
     simulator: Simulator | None = None
     shutting_down: bool = False
@@ -101,6 +103,8 @@ class Runtime:
                 await result
         if self.session is not None:
             await self.session.close()
+        if self.redis is not None:
+            await self.redis.aclose()
         if self.simulator is not None:
             await self.simulator.stop()
 

@@ -218,3 +218,73 @@ def assert_clean_stream(rec: Recorder, request_id: str) -> tuple[str, dict[str, 
     seqs = [d["seq"] for e, d in events if e == "token"]
     assert seqs == list(range(len(seqs))), seqs
     return events[-1]
+
+
+def free_port() -> int:
+    """A port that was free a moment ago (for servers started as separate processes)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class SpawnedServer:
+    """``python -m server`` in its own process, as an operator would run it."""
+
+    proc: asyncio.subprocess.Process
+    port: int
+    output: list[str] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def stop(self, sig: int = 15, timeout: float = 30) -> int:
+        if self.proc.returncode is None:
+            self.proc.send_signal(sig)
+        return await asyncio.wait_for(self.proc.wait(), timeout)
+
+
+async def spawn_server(
+    env: dict[str, str], *, args: tuple[str, ...] = (), ready_timeout: float = 20
+) -> SpawnedServer:
+    """Start ``python -m server`` with ``env`` (added to this process's) and wait until ready."""
+    import os
+    import sys
+
+    import aiohttp
+
+    port = free_port()
+    full_env = {**os.environ, "HOST": "127.0.0.1", "PORT": str(port), **env}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "server",
+        *args,
+        env=full_env,
+        cwd=os.getcwd(),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    spawned = SpawnedServer(proc, port)
+
+    async def pump() -> None:
+        assert proc.stdout is not None
+        async for line in proc.stdout:
+            spawned.output.append(line.decode(errors="replace"))
+
+    spawned._pump = asyncio.ensure_future(pump())  # type: ignore[attr-defined]
+    deadline = time.monotonic() + ready_timeout
+    async with aiohttp.ClientSession() as http:
+        while time.monotonic() < deadline:
+            if proc.returncode is not None:
+                raise RuntimeError("server exited:\n" + "".join(spawned.output))
+            try:
+                async with http.get(f"{spawned.url}/health") as resp:
+                    if resp.status == 200:
+                        return spawned
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.05)
+    proc.kill()
+    raise RuntimeError("server did not start:\n" + "".join(spawned.output))
