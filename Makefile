@@ -57,6 +57,7 @@ format:
 	$(BIN)/ruff format .
 
 bench: install-dev node-deps
+	$(BIN)/pip install --quiet -e '.[bench]'
 	$(BIN)/python -m bench
 
 clean:

@@ -1,0 +1,187 @@
+"""Processes of a benchmark run and what /proc says about them."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+import aiohttp
+import orjson
+
+_TICK = os.sysconf("SC_CLK_TCK")
+_PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (``/proc/<pid>/stat``)."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / _TICK  # utime, stime
+
+
+def rss_kb(pid: int) -> int:
+    """Resident set size (``/proc/<pid>/statm``), in KiB."""
+    return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * _PAGE_KB
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def node_binary() -> str:
+    node = shutil.which("node")
+    if node is None:
+        raise SystemExit("the benchmark needs Node.js (node) on PATH")
+    return node
+
+
+@dataclass
+class Proc:
+    """A child process whose output goes to a log file."""
+
+    name: str
+    proc: asyncio.subprocess.Process
+    log: TextIO | None = None
+    port: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def cpu(self) -> float:
+        return cpu_seconds(self.pid)
+
+    def rss(self) -> int:
+        return rss_kb(self.pid)
+
+    async def stop(self, grace_s: float = 20) -> None:
+        if self.proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(self.proc.wait(), grace_s)
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    self.proc.kill()
+                await self.proc.wait()
+        if self.log is not None:
+            self.log.close()
+
+
+def _open_log(log_dir: Path, name: str, argv: list[str]) -> TextIO:
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log = (log_dir / f"{name}.log").open("a")
+    log.write(f"--- {time.strftime('%H:%M:%S')} {' '.join(argv)}\n")
+    log.flush()
+    return log
+
+
+async def start(
+    name: str,
+    argv: list[str],
+    *,
+    env: dict[str, str],
+    cwd: Path,
+    log_dir: Path,
+) -> Proc:
+    log = _open_log(log_dir, name, argv)
+    proc = await asyncio.create_subprocess_exec(
+        *argv,
+        env={**os.environ, **env},
+        cwd=cwd,
+        stdout=log,
+        stderr=asyncio.subprocess.STDOUT,
+        stdin=asyncio.subprocess.DEVNULL,
+    )
+    return Proc(name, proc, log)
+
+
+async def wait_http(url: str, proc: Proc, within_s: float = 30) -> None:
+    """Wait until ``url`` answers 200 (the process must stay alive meanwhile)."""
+    deadline = time.monotonic() + within_s
+    async with aiohttp.ClientSession() as http:
+        while time.monotonic() < deadline:
+            if proc.proc.returncode is not None:
+                raise RuntimeError(f"{proc.name} exited with {proc.proc.returncode}; see its log")
+            with contextlib.suppress(aiohttp.ClientError, OSError):
+                async with http.get(url) as resp:
+                    if resp.status == 200:
+                        return
+            await asyncio.sleep(0.05)
+    raise RuntimeError(f"{proc.name} did not answer {url} in {within_s}s")
+
+
+async def wait_port(port: int, proc: Proc, within_s: float = 15) -> None:
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        if proc.proc.returncode is not None:
+            raise RuntimeError(f"{proc.name} exited with {proc.proc.returncode}; see its log")
+        try:
+            _reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        except OSError:
+            await asyncio.sleep(0.05)
+            continue
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+        return
+    raise RuntimeError(f"{proc.name} did not listen on {port} in {within_s}s")
+
+
+class LoadRun:
+    """One run of the Node load generator, driven line by line over stdio."""
+
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self.proc = proc
+
+    @classmethod
+    async def start(cls, script: Path, config: dict[str, Any], cwd: Path) -> LoadRun:
+        proc = await asyncio.create_subprocess_exec(
+            node_binary(),
+            str(script),
+            orjson.dumps(config).decode(),
+            cwd=cwd,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=None,
+            limit=1 << 24,
+        )
+        return cls(proc)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    async def read(self, within_s: float) -> dict[str, Any]:
+        assert self.proc.stdout is not None
+        while True:
+            line = await asyncio.wait_for(self.proc.stdout.readline(), within_s)
+            if not line:
+                raise RuntimeError("the load generator exited early")
+            if line.startswith(b"{"):
+                result: dict[str, Any] = orjson.loads(line)
+                return result
+
+    async def send(self, text: str) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(text.encode() + b"\n")
+        await self.proc.stdin.drain()
+
+    async def close(self) -> None:
+        if self.proc.returncode is None:
+            try:
+                await asyncio.wait_for(self.proc.wait(), 10)
+            except TimeoutError:
+                self.proc.kill()
+                await self.proc.wait()

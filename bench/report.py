@@ -1,0 +1,214 @@
+"""The table, the us/peer ratios, the acceptance checks of issue 10, and the chart."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+OURS, PEER = "ours", "peer"
+
+# (label, key path, format); a key path walks the result dict
+ROWS: dict[str, list[tuple[str, tuple[str, ...], str]]] = {
+    "chat": [
+        ("tokens/s", ("tokens_per_s",), "{:.0f}"),
+        ("server CPU s / 100k tokens", ("cpu_per_100k",), "{:.2f}"),
+        ("server CPU s", ("cpu_s",), "{:.2f}"),
+        ("TTFT p50 ms", ("ttft_ms", "p50"), "{:.1f}"),
+        ("TTFT p99 ms", ("ttft_ms", "p99"), "{:.1f}"),
+        ("added latency p50 ms", ("latency_ms", "p50"), "{:.1f}"),
+        ("added latency p99 ms", ("latency_ms", "p99"), "{:.1f}"),
+        ("token events / request", ("events_per_request_mean",), "{:.0f}"),
+        ("protocol violations", ("violations_total",), "{:.0f}"),
+        ("Redis CPU s", ("redis_cpu_s",), "{:.2f}"),
+        ("load generator CPU s", ("client_cpu_s",), "{:.2f}"),
+        ("upstream CPU s", ("upstream_cpu_s",), "{:.2f}"),
+    ],
+    "idle": [
+        ("RSS KiB / idle connection", ("rss_per_conn_kb",), "{:.1f}"),
+        ("RSS MiB with all connected", ("rss_after_mib",), "{:.1f}"),
+        ("connect time s", ("connect_s",), "{:.1f}"),
+        ("protocol violations", ("violations_total",), "{:.0f}"),
+    ],
+}
+RATIO_KEYS = {
+    "tokens_per_s": ("tokens_per_s",),
+    "cpu_per_100k": ("cpu_per_100k",),
+    "ttft_p50": ("ttft_ms", "p50"),
+    "ttft_p99": ("ttft_ms", "p99"),
+    "latency_p50": ("latency_ms", "p50"),
+    "latency_p99": ("latency_ms", "p99"),
+    "rss_per_conn_kb": ("rss_per_conn_kb",),
+}
+
+
+def _get(result: dict[str, Any] | None, path: tuple[str, ...]) -> float | None:
+    value: Any = result
+    for key in path:
+        if not isinstance(value, dict):
+            return None
+        if key == "violations_total":
+            return float(sum(value.get("violations", {}).values()))
+        if key == "rss_after_mib":
+            after = value.get("rss_after_kb")
+            return None if after is None else after / 1024
+        value = value.get(key)
+    return float(value) if isinstance(value, int | float) else None
+
+
+def ratios(report: dict[str, Any]) -> dict[str, dict[str, dict[str, float]]]:
+    """``{scenario: {target: {metric: target / peer}}}`` for every target but the peer."""
+    results = report["results"]
+    peer = results.get(PEER, {})
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for scenario in report["scenarios"]:
+        base = peer.get(scenario)
+        if base is None:
+            continue
+        for target, by_scenario in results.items():
+            if target == PEER or scenario not in by_scenario:
+                continue
+            row: dict[str, float] = {}
+            for metric, path in RATIO_KEYS.items():
+                ours, theirs = _get(by_scenario[scenario], path), _get(base, path)
+                if ours is not None and theirs:
+                    row[metric] = round(ours / theirs, 3)
+            out.setdefault(scenario, {})[target] = row
+    return out
+
+
+def coalesce_ms(report: dict[str, Any]) -> float:
+    env = report.get("server_env", {})
+    if "TOKEN_COALESCE_MS" in env:
+        return float(env["TOKEN_COALESCE_MS"])
+    from server.settings import Settings
+
+    return float(Settings.model_fields["token_coalesce_ms"].default)
+
+
+def acceptance(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """Issue 10's acceptance points, checked on this run (ours = one process)."""
+    res = report["results"]
+    ours, peer = res.get(OURS, {}), res.get(PEER, {})
+    window = coalesce_ms(report)
+    checks: list[dict[str, Any]] = []
+
+    def check(name: str, value: float | None, limit: float | None) -> None:
+        ok = value is not None and limit is not None and value <= limit
+        checks.append({"check": name, "value": value, "limit": limit, "ok": ok})
+
+    for scenario in ("burst", "paced"):
+        if scenario in ours and scenario in peer:
+            check(
+                f"{scenario}: CPU s/100k tokens ≤ peer's",
+                _get(ours[scenario], ("cpu_per_100k",)),
+                _get(peer[scenario], ("cpu_per_100k",)),
+            )
+    if "paced" in ours and "paced" in peer:
+        peer_p99 = _get(peer["paced"], ("latency_ms", "p99"))
+        limit = None if peer_p99 is None else min(peer_p99 + window, 50.0)
+        check(
+            f"paced: added latency p99 ≤ min(peer p99 + {window:g} ms, 50 ms)",
+            _get(ours["paced"], ("latency_ms", "p99")),
+            limit,
+        )
+        peer_ttft = _get(peer["paced"], ("ttft_ms", "p99"))
+        check(
+            "paced: TTFT p99 ≤ 1.5 x peer's",
+            _get(ours["paced"], ("ttft_ms", "p99")),
+            None if peer_ttft is None else 1.5 * peer_ttft,
+        )
+    if "idle" in ours and "idle" in peer:
+        peer_rss = _get(peer["idle"], ("rss_per_conn_kb",))
+        check(
+            "idle: RSS per connection ≤ 2 x peer's",
+            _get(ours["idle"], ("rss_per_conn_kb",)),
+            None if peer_rss is None else 2 * peer_rss,
+        )
+    total = 0.0
+    for by_scenario in res.values():
+        for result in by_scenario.values():
+            total += sum(result.get("violations", {}).values())
+    check("protocol violations, every target and scenario", total, 0)
+    return checks
+
+
+def _fmt(value: float | None, fmt: str) -> str:
+    return "—" if value is None else fmt.format(value)
+
+
+def table(report: dict[str, Any]) -> str:
+    targets = list(report["targets"])
+    rat = report.get("ratios", {})
+    lines: list[str] = []
+    for scenario, meta in report["scenarios"].items():
+        rows = ROWS["idle" if meta["requests"] == 0 else "chat"]
+        header = ["", *targets, "ours/peer"]
+        body: list[list[str]] = []
+        for label, path, fmt in rows:
+            cells = [_fmt(_get(report["results"][t].get(scenario), path), fmt) for t in targets]
+            metric = next((m for m, p in RATIO_KEYS.items() if p == path), None)
+            ratio = rat.get(scenario, {}).get(OURS, {}).get(metric) if metric else None
+            body.append([label, *cells, _fmt(ratio, "{:.2f}x")])
+        lines.append(f"\n{scenario}: {meta['describe']}")
+        lines.append("| " + " | ".join(header) + " |")
+        lines.append("|" + "---|" * len(header))
+        lines.extend("| " + " | ".join(row) + " |" for row in body)
+    return "\n".join(lines)
+
+
+def print_report(report: dict[str, Any]) -> None:
+    m = report["machine"]
+    print(
+        f"\nmachine: {m['cpu']}, {m['cores']} cores, {m['memory_gb']} GB, Python {m['python']},"
+        f" Node {m['node']}"
+    )
+    print(table(report))
+    print("\nacceptance (issue 10):")
+    for item in report.get("acceptance", []):
+        mark = "PASS" if item["ok"] else "FAIL"
+        value = _fmt(item["value"], "{:.2f}")
+        limit = _fmt(item["limit"], "{:.2f}")
+        print(f"  [{mark}] {item['check']}: {value} (limit {limit})")
+
+
+def write_chart(report: dict[str, Any], path: Path) -> Path | None:
+    """A 2x2 chart for the README; needs matplotlib (``pip install -e '.[bench]'``)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    targets = list(report["targets"])
+    labels = [report["targets"][t] for t in targets]
+    colors = ["#2b6cb0", "#68a0d8", "#a0aec0", "#dd6b20", "#38a169"][: len(targets)]
+    panels = [
+        ("CPU s per 100k tokens (lower is better)", ("cpu_per_100k",), ["burst", "paced"]),
+        ("added latency p99, ms (paced)", ("latency_ms", "p99"), ["paced"]),
+        ("time to first token p99, ms", ("ttft_ms", "p99"), ["burst", "paced"]),
+        ("RSS per idle connection, KiB", ("rss_per_conn_kb",), ["idle"]),
+    ]
+    fig, axes = plt.subplots(2, 2, figsize=(10, 6.5))
+    for ax, (title, key, scenarios) in zip(axes.flat, panels, strict=True):
+        scenarios = [s for s in scenarios if s in report["scenarios"]]
+        width = 0.8 / max(len(targets), 1)
+        for i, (target, color) in enumerate(zip(targets, colors, strict=False)):
+            values = [_get(report["results"][target].get(s), key) or 0 for s in scenarios]
+            xs = [j + i * width for j in range(len(scenarios))]
+            bars = ax.bar(xs, values, width, color=color, label=labels[i])
+            ax.bar_label(bars, fmt="%.1f", fontsize=7)
+        ax.set_xticks([j + width * (len(targets) - 1) / 2 for j in range(len(scenarios))])
+        ax.set_xticklabels(scenarios)
+        ax.set_title(title, fontsize=10)
+        ax.spines[["top", "right"]].set_visible(False)
+    axes.flat[0].legend(fontsize=8, frameon=False)
+    m = report["machine"]
+    fig.suptitle(
+        f"llm-relay vs Node socket.io@4 peer — {m['cores']} cores, {m['cpu']}", fontsize=10
+    )
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -1,0 +1,295 @@
+"""``python -m bench``: run the scenarios against every target, print the table, save JSON + PNG.
+
+One run starts the bench upstream (Node), then for each target and scenario a fresh server,
+a short warm-up, and the Node load generator; CPU and RSS come from /proc.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import platform
+import secrets
+import shutil
+import sys
+import time
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from bench.procs import LoadRun, Proc, free_port, node_binary, start, wait_port
+from bench.report import acceptance, print_report, ratios, write_chart
+from bench.scenarios import FULL, QUICK, WARMUP, Scenario
+from bench.targets import BENCH_DIR, NODE_DIR, RunContext, Running, Target, default_targets
+
+ROOT = BENCH_DIR.parent
+LOAD = NODE_DIR / "load.mjs"
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="small scenarios (a smoke run)")
+    parser.add_argument(
+        "--scenarios", default="burst,paced,idle", help="comma-separated: burst,paced,idle"
+    )
+    parser.add_argument(
+        "--targets", default="ours,ours-2w,peer", help="comma-separated: before,ours,ours-2w,peer"
+    )
+    parser.add_argument(
+        "--before-src", type=Path, help="a checkout of the server before tuning (target 'before')"
+    )
+    parser.add_argument("--out", type=Path, default=BENCH_DIR / "results", help="result folder")
+    parser.add_argument("--name", help="result file name (default: latest, or quick)")
+    parser.add_argument(
+        "--env", action="append", default=[], help="NAME=VALUE for our server (repeatable)"
+    )
+    return parser.parse_args(argv)
+
+
+def machine() -> dict[str, Any]:
+    model = ""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    mem_kb = 0
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        mem_kb = int(Path("/proc/meminfo").read_text().split("\n")[0].split()[1])
+    versions: dict[str, str] = {}
+    from importlib.metadata import PackageNotFoundError, version
+
+    for dist in ("python-socketio", "python-engineio", "uvicorn", "aiohttp", "orjson", "uvloop"):
+        with contextlib.suppress(PackageNotFoundError):
+            versions[dist] = version(dist)
+    for pkg in ("socket.io", "socket.io-client"):
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            meta = json.loads((ROOT / "node_modules" / pkg / "package.json").read_text())
+            versions[f"npm {pkg}"] = meta["version"]
+    node = node_binary()
+    import subprocess
+
+    node_version = subprocess.run(
+        [node, "--version"], capture_output=True, text=True, check=False
+    ).stdout.strip()
+    return {
+        "cpu": model,
+        "cores": os.cpu_count(),
+        "memory_gb": round(mem_kb / 1024 / 1024, 1),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "node": node_version,
+        "packages": versions,
+        "load_avg_at_start": os.getloadavg(),
+    }
+
+
+@contextlib.asynccontextmanager
+async def bench_upstream(log_dir: Path) -> AsyncIterator[tuple[Proc, str]]:
+    port = free_port()
+    proc = await start(
+        "upstream",
+        [node_binary(), str(NODE_DIR / "upstream.mjs")],
+        env={"PORT": str(port)},
+        cwd=ROOT,
+        log_dir=log_dir,
+    )
+    try:
+        await wait_port(port, proc)
+        yield proc, f"http://127.0.0.1:{port}/v1"
+    finally:
+        await proc.stop()
+
+
+@contextlib.asynccontextmanager
+async def bench_redis(log_dir: Path) -> AsyncIterator[tuple[Proc | None, str | None]]:
+    """A private redis-server for the run, so its CPU is ours alone to read."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        yield None, None
+        return
+    port = free_port()
+    workdir = log_dir / "redis"
+    workdir.mkdir(parents=True, exist_ok=True)
+    argv = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
+    argv += ["--appendonly", "no", "--dir", str(workdir)]
+    proc = await start("redis", argv, env={}, cwd=ROOT, log_dir=log_dir)
+    try:
+        await wait_port(port, proc)
+        yield proc, f"redis://127.0.0.1:{port}/0"
+    finally:
+        await proc.stop()
+
+
+def load_config(scenario: Scenario, urls: list[str], secret: str) -> dict[str, Any]:
+    return {
+        "scenario": "idle" if scenario.idle else scenario.name,
+        "urls": urls,
+        "secret": secret,
+        "clients": scenario.clients,
+        "requests": scenario.requests,
+        "tokens": scenario.tokens,
+        "interval_ms": scenario.interval_ms,
+        "ramp_ms": scenario.ramp_ms,
+        "timeout_ms": int(scenario.timeout_s * 1000),
+        "connect_concurrency": 50,
+    }
+
+
+async def run_load(
+    scenario: Scenario,
+    running: Running,
+    secret: str,
+    others: dict[str, Proc | None],
+) -> dict[str, Any]:
+    """Connect, snapshot /proc, run, snapshot again; return the load result + measurements."""
+    load = await LoadRun.start(LOAD, load_config(scenario, running.urls, secret), ROOT)
+    try:
+        ready = await load.read(scenario.timeout_s)
+        if scenario.idle:
+            rss_before = running.rss_before
+            await asyncio.sleep(scenario.hold_s)
+            rss_after = running.rss()
+            await load.send("stop")
+            result = await load.read(30)
+            connected = max(int(ready["connected"]), 1)
+            result["rss_before_kb"] = rss_before
+            result["rss_after_kb"] = rss_after
+            result["rss_per_conn_kb"] = (rss_after - rss_before) / connected
+            result["connect_s"] = ready["connect_s"]
+            result["violations"]["connect_failed"] = ready["failed"]
+            return result
+        cpu_before = running.cpu()
+        side_before = {name: p.cpu() for name, p in others.items() if p is not None}
+        client_before = _cpu_or_zero(load.pid)
+        started = time.monotonic()
+        await load.send("go")
+        result = await load.read(scenario.timeout_s + 30)
+        result["wall_s"] = time.monotonic() - started
+        result["cpu_s"] = running.cpu() - cpu_before
+        result["client_cpu_s"] = _cpu_or_zero(load.pid) - client_before
+        for name, proc in others.items():
+            if proc is not None:
+                result[f"{name}_cpu_s"] = proc.cpu() - side_before[name]
+        result["violations"]["connect_failed"] = ready["failed"]
+        deltas = result.get("deltas") or 0
+        result["cpu_per_100k"] = result["cpu_s"] / deltas * 100_000 if deltas else None
+        return result
+    finally:
+        await load.close()
+
+
+def _cpu_or_zero(pid: int) -> float:
+    from bench.procs import cpu_seconds
+
+    try:
+        return cpu_seconds(pid)
+    except OSError:
+        return 0.0
+
+
+async def measure(
+    target: Target,
+    scenario: Scenario,
+    ctx: RunContext,
+    others: dict[str, Proc | None],
+) -> dict[str, Any]:
+    running = await target.start(ctx)
+    try:
+        warm = await run_load(WARMUP, running, ctx.jwt_secret, {})
+        if sum(warm["violations"].values()):
+            print(f"  warm-up violations: {warm['violations']}", file=sys.stderr)
+        await asyncio.sleep(1.0)
+        running.rss_before = running.rss()
+        return await run_load(scenario, running, ctx.jwt_secret, others)
+    finally:
+        await running.stop()
+
+
+async def run(args: argparse.Namespace) -> int:
+    scenarios_all = QUICK if args.quick else FULL
+    wanted = [s.strip() for s in args.scenarios.split(",") if s.strip()]
+    scenarios = [scenarios_all[name] for name in wanted]
+    targets_all = {t.name: t for t in default_targets(args.before_src)}
+    extra_env = dict(item.split("=", 1) for item in args.env)
+    targets: list[Target] = []
+    for name in [t.strip() for t in args.targets.split(",") if t.strip()]:
+        if name not in targets_all:
+            raise SystemExit(f"unknown target {name!r} (before needs --before-src)")
+        target = targets_all[name]
+        if target.kind == "ours" and extra_env:
+            target = Target(**{**target.__dict__, "env": {**target.env, **extra_env}})
+        targets.append(target)
+    name = args.name or ("quick" if args.quick else "latest")
+    out: Path = args.out
+    log_dir = out / "logs" / name
+    if log_dir.exists():
+        shutil.rmtree(log_dir)
+    secret = secrets.token_urlsafe(32)
+    report: dict[str, Any] = {
+        "name": name,
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "quick": args.quick,
+        "machine": machine(),
+        "server_env": extra_env,
+        "scenarios": {s.name: {**s.__dict__, "describe": s.describe()} for s in scenarios},
+        "targets": {t.name: t.label for t in targets},
+        "results": {t.name: {} for t in targets},
+    }
+    async with (
+        bench_upstream(log_dir) as (upstream, upstream_url),
+        bench_redis(log_dir) as (
+            redis,
+            redis_url,
+        ),
+    ):
+        ctx = RunContext(upstream_url, secret, log_dir, redis_url)
+        others = {"upstream": upstream, "redis": redis}
+        for scenario in scenarios:
+            for target in targets:
+                if target.redis and redis_url is None:
+                    print(f"skipping {target.name}: no redis-server", file=sys.stderr)
+                    continue
+                stamp = time.strftime("%H:%M:%S")
+                print(f"[{stamp}] {scenario.name} · {target.name} …", flush=True)
+                result = await measure(target, scenario, ctx, others)
+                report["results"][target.name][scenario.name] = result
+                _print_line(scenario, result)
+    report["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    report["ratios"] = ratios(report)
+    report["acceptance"] = acceptance(report)
+    save(report, out, name)
+    return 0
+
+
+def save(report: dict[str, Any], out: Path, name: str) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.json").write_text(json.dumps(report, indent=2) + "\n")
+    chart = write_chart(report, out / f"{name}.png")
+    print_report(report)
+    print(f"\nresult: {out / f'{name}.json'}" + (f"   chart: {chart}" if chart else ""))
+
+
+def _print_line(scenario: Scenario, result: dict[str, Any]) -> None:
+    bad = sum(result["violations"].values())
+    if scenario.idle:
+        print(f"    rss/conn {result['rss_per_conn_kb']:.1f} KiB, violations {bad}")
+        return
+    lat = result.get("latency_ms") or {}
+    ttft = result.get("ttft_ms") or {}
+    cpu = result.get("cpu_per_100k")
+    print(
+        f"    {result['tokens_per_s']:.0f} tok/s, cpu {result['cpu_s']:.2f}s"
+        f" ({cpu or 0:.2f}s/100k), ttft p99 {ttft.get('p99', 0):.1f} ms,"
+        f" latency p50/p99 {lat.get('p50', 0):.1f}/{lat.get('p99', 0):.1f} ms,"
+        f" events/req {result.get('events_per_request_mean', 0):.0f}, violations {bad}",
+        flush=True,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    return asyncio.run(run(args))
