@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.procs import LoadRun, Proc, free_port, node_binary, start, wait_port
+from bench.profile import Profiler
 from bench.report import acceptance, print_report, ratios, write_chart
 from bench.scenarios import FULL, QUICK, WARMUP, Scenario
 from bench.targets import BENCH_DIR, NODE_DIR, RunContext, Running, Target, default_targets
@@ -43,6 +44,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--out", type=Path, default=BENCH_DIR / "results", help="result folder")
     parser.add_argument("--name", help="result file name (default: latest, or quick)")
+    parser.add_argument(
+        "--profile", action="store_true", help="py-spy profiles of our server (see logs/)"
+    )
     parser.add_argument(
         "--env", action="append", default=[], help="NAME=VALUE for our server (repeatable)"
     )
@@ -196,6 +200,8 @@ async def measure(
     scenario: Scenario,
     ctx: RunContext,
     others: dict[str, Proc | None],
+    *,
+    profile: bool = False,
 ) -> dict[str, Any]:
     running = await target.start(ctx)
     try:
@@ -204,6 +210,9 @@ async def measure(
             print(f"  warm-up violations: {warm['violations']}", file=sys.stderr)
         await asyncio.sleep(1.0)
         running.rss_before = running.rss()
+        if profile and target.kind == "ours":
+            async with Profiler(running.procs, ctx.log_dir, scenario.name):
+                return await run_load(scenario, running, ctx.jwt_secret, others)
         return await run_load(scenario, running, ctx.jwt_secret, others)
     finally:
         await running.stop()
@@ -255,7 +264,7 @@ async def run(args: argparse.Namespace) -> int:
                     continue
                 stamp = time.strftime("%H:%M:%S")
                 print(f"[{stamp}] {scenario.name} · {target.name} …", flush=True)
-                result = await measure(target, scenario, ctx, others)
+                result = await measure(target, scenario, ctx, others, profile=args.profile)
                 report["results"][target.name][scenario.name] = result
                 _print_line(scenario, result)
     report["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")

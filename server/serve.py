@@ -23,6 +23,7 @@ def uvicorn_config(settings: Settings, app: Any) -> uvicorn.Config:
         http="auto",
         ws="websockets-sansio",
         ws_max_size=settings.max_frame_bytes,
+        ws_per_message_deflate=False,  # tiny token frames: zlib costs CPU and ~300 KB a socket
         proxy_headers=True,
         forwarded_allow_ips=settings.trusted_proxies or ["127.0.0.1"],
         log_config=None,
