@@ -71,6 +71,7 @@ class PipelineConfig:
     max_message_chars: int = 100_000
     max_streams_per_connection: int = 4
     max_streams_per_user: int = 8
+    token_coalesce_s: float = 0.0  # deltas within this window after the first go out as one
 
 
 @dataclass(frozen=True, slots=True)
@@ -261,7 +262,7 @@ class ChatPipeline:
         terminal: tuple[str, Payload]
         code: str | None = None
         try:
-            async for batch in upstream.stream(body):
+            async for batch in upstream.stream(body, gather_s=self.config.token_coalesce_s):
                 content = self._absorb(batch, out)
                 if sink.wants_raw:
                     await sink.raw([chunk.raw for chunk in batch])

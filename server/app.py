@@ -84,6 +84,7 @@ def create_app(settings: Settings) -> RelayApp:
             max_message_chars=settings.max_message_chars,
             max_streams_per_connection=settings.max_streams_per_connection,
             max_streams_per_user=settings.max_streams_per_user,
+            token_coalesce_s=settings.token_coalesce_ms / 1000,
         ),
         log=log,
         registry=registry,

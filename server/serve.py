@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 from typing import Any
 
@@ -12,6 +13,8 @@ from server.logs import configure_logging
 from server.settings import Settings
 
 logger = logging.getLogger(__name__)
+
+GC_YOUNG_THRESHOLD = 50_000  # allocations between young-generation collections (default 700)
 
 
 def uvicorn_config(settings: Settings, app: Any) -> uvicorn.Config:
@@ -40,5 +43,19 @@ def serve(settings: Settings) -> int:
         logger.error("%s", exc)
         return 2
     server = uvicorn.Server(uvicorn_config(settings, app))
+    tune_gc()
     server.run()
     return 0
+
+
+def tune_gc() -> None:
+    """Keep the cyclic garbage collector out of the token path.
+
+    Everything built at start-up (modules, models, the app) is frozen out of collection,
+    and the young generation is collected after 50,000 allocations instead of 700: a
+    stream allocates short-lived objects per token that reference counting frees anyway,
+    and each full collection walks every live object (one took ~100 ms with 200 streams).
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, 20, 10)

@@ -2,6 +2,11 @@
 
 `UpstreamClient.stream` yields the chunks of one completion, one list per network read, and
 raises `UpstreamError` for everything else. Retries happen only before anything was yielded.
+
+With ``gather_s`` > 0 a read that follows the first content waits that long after its first
+bytes arrived and takes everything that came meanwhile, so a fast upstream yields at most one
+batch per window (the pipeline turns a batch into one ``token`` event); the first content is
+never held back.
 """
 
 from __future__ import annotations
@@ -144,7 +149,9 @@ class UpstreamClient:
     def configured(self) -> bool:
         return bool(self._settings.api_key)
 
-    async def stream(self, body: dict[str, Any]) -> AsyncGenerator[list[Chunk], None]:
+    async def stream(
+        self, body: dict[str, Any], *, gather_s: float = 0.0
+    ) -> AsyncGenerator[list[Chunk], None]:
         s = self._settings
         if not s.api_key:
             raise UpstreamError(UpstreamFailure.AUTH, "No upstream API key is configured")
@@ -163,7 +170,7 @@ class UpstreamClient:
             first_deadline = min(total_deadline, loop.time() + s.first_token_timeout_s)
             try:
                 resp = await self._open(data, headers, first_deadline)
-                reader = self._read(resp, first_deadline, total_deadline)
+                reader = self._read(resp, first_deadline, total_deadline, gather_s)
                 async with resp, aclosing(reader) as batches:
                     async for batch in batches:
                         yield batch
@@ -230,7 +237,11 @@ class UpstreamClient:
         return _error(kind, detail, self._settings.api_key, status=status, retry_after=retry_after)
 
     async def _read(
-        self, resp: aiohttp.ClientResponse, first_deadline: float, total_deadline: float
+        self,
+        resp: aiohttp.ClientResponse,
+        first_deadline: float,
+        total_deadline: float,
+        gather_s: float,
     ) -> AsyncGenerator[list[Chunk], None]:
         """Yield the chunks of each read of a 200 response until the stream ends."""
         loop = asyncio.get_running_loop()
@@ -243,6 +254,11 @@ class UpstreamClient:
                 try:
                     async with asyncio.timeout_at(deadline):
                         raw = await resp.content.readany()
+                    if raw and gather_s and started:
+                        await asyncio.sleep(gather_s)  # let the window fill
+                        more = resp.content.read_nowait()
+                        if more:
+                            raw += more
                 except TimeoutError as exc:
                     raise _error(UpstreamFailure.TIMEOUT) from exc
                 except (aiohttp.ClientError, OSError) as exc:  # the body broke off

@@ -43,6 +43,7 @@ const violations = {
 };
 const requests = new Map();
 const latencies = [];
+const latencyAt = []; // receive time of each latency sample, for the timeline
 const ttfts = [];
 let tokenEvents = 0;
 let deltas = 0;
@@ -80,6 +81,7 @@ function onToken(data) {
     st.expect++;
     deltas++;
     latencies.push(now - parseInt(piece.slice(dot + 1), 36));
+    latencyAt.push(now);
   }
 }
 
@@ -171,6 +173,23 @@ function summary(values) {
   return { n: sorted.length, p50: at(0.5), p90: at(0.9), p99: at(0.99), max: sorted[sorted.length - 1] / 1000, mean: sum / sorted.length / 1000 };
 }
 
+// p50/p99/max of the latency per 500 ms of the run: shows whether a tail is a start-up
+// spike or spread over the run
+function timeline(bucketUs = 500_000) {
+  const buckets = new Map();
+  for (let i = 0; i < latencies.length; i++) {
+    const b = Math.floor((latencyAt[i] - firstSend) / bucketUs);
+    if (!buckets.has(b)) buckets.set(b, []);
+    buckets.get(b).push(latencies[i]);
+  }
+  return [...buckets.entries()]
+    .sort((a, b) => a[0] - b[0])
+    .map(([b, values]) => {
+      const s = summary(values);
+      return [(b * bucketUs) / 1e6, s.n, +s.p50.toFixed(1), +s.p99.toFixed(1), +s.max.toFixed(1)];
+    });
+}
+
 const started = nowUs();
 const sockets = await connectAll(cfg.clients);
 const live = sockets.filter((s) => s !== null);
@@ -218,6 +237,7 @@ if (cfg.scenario === "idle") {
     tokens_per_s: elapsed > 0 ? deltas / elapsed : 0,
     ttft_ms: summary(ttfts),
     latency_ms: summary(latencies),
+    latency_timeline: timeline(), // [t_s, n, p50_ms, p99_ms, max_ms]
     violations,
   });
   for (const socket of live) socket.disconnect();
