@@ -17,6 +17,8 @@ import orjson
 import socketio
 from engineio import packet as eio_packet
 
+from events.eio_socket import RelayEngineServer
+
 RESERVED_EVENTS = frozenset({"connect", "connect_error", "disconnect", "__disconnect_final"})
 _STREAM_EVENTS = frozenset({"token", "done", "error"})
 
@@ -61,6 +63,9 @@ class RelayServer(socketio.AsyncServer):  # type: ignore[misc]
         # handlers as tasks): a client's DISCONNECT packet is then seen before the
         # socket closes, so a deliberate disconnect is told apart from a lost transport.
         self.eio.async_handlers = False
+
+    def _engineio_server_class(self) -> type[RelayEngineServer]:
+        return RelayEngineServer  # leaner WebSocket loop per connection (events/eio_socket.py)
 
     async def _handle_event(self, eio_sid: str, namespace: str | None, id: Any, data: Any) -> None:
         if not isinstance(data, list) or not data or not isinstance(data[0], str):

@@ -421,3 +421,57 @@ def test_parse_retry_after() -> None:
     )
     assert future is not None
     assert 25 < future <= 30
+
+
+# -- gather_s: token coalescing at the read ------------------------------------------------
+
+
+def paced(*frames: bytes, gap_s: float) -> Handler:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        resp = await sse()(request)
+        for data in frames:
+            await resp.write(data)
+            await asyncio.sleep(gap_s)
+        return resp
+
+    return handler
+
+
+def contents(batch: list[Chunk]) -> list[str]:
+    return [chunk.content for chunk in batch if chunk.content]
+
+
+async def test_reads_after_the_first_content_gather_the_window(start: Any, session: Any) -> None:
+    deltas = [f"d{i} " for i in range(6)]
+    frames = [frame("", role="assistant"), *(frame(d) for d in deltas), frame(None, "stop"), DONE]
+    up = await start(paced(*frames, gap_s=0.005))
+    client = make(session, up.url)
+    batches = [b async for b in client.stream(BODY, gather_s=0.5)]
+    with_content = [contents(b) for b in batches if contents(b)]
+    assert with_content[0] == ["d0 "]  # the first content is yielded at once
+    assert len(with_content) == 2  # the rest arrived within one 0.5 s window
+    assert [c for group in with_content for c in group] == deltas
+    assert batches[-1][-1].finish_reason == "stop"
+
+
+async def test_a_stream_that_ends_inside_a_window_ends_cleanly(start: Any, session: Any) -> None:
+    up = await start(sse(frame("a"), frame("b"), frame("c", "stop"), DONE))
+    batches = [b async for b in make(session, up.url).stream(BODY, gather_s=0.2)]
+    assert "".join(c.content for b in batches for c in b) == "abc"
+
+
+async def test_cancel_during_a_window_closes_the_connection(start: Any, session: Any) -> None:
+    closed = asyncio.Event()
+    up = await start(lambda request: endless(request, closed))
+    got_first = asyncio.Event()
+
+    async def consume() -> None:
+        async for _batch in make(session, up.url).stream(BODY, gather_s=5):
+            got_first.set()
+
+    task = asyncio.create_task(consume())
+    await got_first.wait()
+    await asyncio.sleep(0.1)  # inside the 5 s window
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    await asyncio.wait_for(closed.wait(), 1)

@@ -1,0 +1,152 @@
+"""Engine.IO sockets with a leaner WebSocket loop (same protocol, fewer tasks and timers).
+
+For every WebSocket connection python-engineio runs a writer task that waits on the
+packet queue through ``asyncio.wait_for`` (a new task and timer per wake-up, so per
+``token`` event), a reader that starts a task and a timer for every frame it receives, and
+a ping task that sleeps between pings.  ``RelaySocket`` keeps the packet queue (an emit
+never waits for a slow client) and the heartbeat rules, with one writer task that simply
+awaits the queue, the reader in the connection's own task under one rescheduled deadline,
+and pings from a timer callback.  Long-polling is python-engineio's code, unchanged.
+
+``RelayEngineServer`` gives every new connection a ``RelaySocket``; python-socketio builds it
+through ``RelayServer._engineio_server_class``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import engineio
+from engineio import exceptions, packet
+from engineio.async_socket import AsyncSocket
+
+
+class RelaySocket(AsyncSocket):  # type: ignore[misc]
+    # set by engineio's BaseSocket.__init__
+    last_ping: float | None
+    connected: bool
+    upgrading: bool
+    upgraded: bool
+    closing: bool
+    closed: bool
+
+    async def send(self, pkt: packet.Packet) -> None:
+        """Queue a packet for the client (``AsyncSocket.send`` without its extra awaits)."""
+        if self.closed:
+            raise exceptions.SocketIsClosedError()
+        last_ping = self.last_ping
+        if last_ping and time.time() - last_ping > self.server.ping_timeout:
+            # the client stopped answering pings: same as AsyncSocket.check_ping_timeout
+            await self.close(wait=False, abort=False, reason=self.server.reason.PING_TIMEOUT)
+            return
+        self.queue.put_nowait(pkt)
+
+    def schedule_ping(self) -> None:
+        # only schedule a new ping if the previous ping wait cycle completed
+        if self.last_ping:
+            self.last_ping = None
+            loop = asyncio.get_running_loop()
+            loop.call_later(self.server.ping_interval, self._ping)
+
+    def _ping(self) -> None:
+        if not self.closing and not self.closed:
+            self.last_ping = time.time()
+            self.queue.put_nowait(packet.Packet(packet.PING))
+
+    async def _websocket_handler(self, ws: Any) -> None:
+        """Engine.IO over a WebSocket: upgrade handshake, then read and write."""
+        max_size = self.server.max_http_buffer_size
+
+        async def websocket_wait() -> Any:
+            data = await ws.wait()
+            if data and len(data) > max_size:
+                raise ValueError("packet is too large")
+            return data
+
+        if self.connected:
+            # the socket was already connected (long-polling), so this is an upgrade
+            self.upgrading = True  # hold packet sends during the upgrade
+            try:
+                pkt = await websocket_wait()
+            except OSError:  # pragma: no cover
+                return
+            decoded = packet.Packet(encoded_packet=pkt)
+            if decoded.packet_type != packet.PING or decoded.data != "probe":
+                self.upgrading = False
+                return
+            await ws.send(packet.Packet(packet.PONG, data="probe").encode())
+            await self.queue.put(packet.Packet(packet.NOOP))  # end the pending poll
+            try:
+                pkt = await websocket_wait()
+            except OSError:  # pragma: no cover
+                self.upgrading = False
+                return
+            decoded = packet.Packet(encoded_packet=pkt)
+            if decoded.packet_type != packet.UPGRADE:
+                self.upgraded = False
+                self.upgrading = False
+                return
+            self.upgraded = True
+            self.upgrading = False
+        else:
+            self.connected = True
+            self.upgraded = True
+
+        writer = asyncio.ensure_future(self._write_loop(ws))
+        await self._read_loop(websocket_wait)
+        await self.queue.put(None)  # unlock the writer so it can exit
+        await writer
+        await self.close(wait=False, abort=True, reason=self.server.reason.TRANSPORT_CLOSE)
+
+    async def _read_loop(self, websocket_wait: Any) -> None:
+        """Hand every received packet to the server until the client goes silent or away."""
+        loop = asyncio.get_running_loop()
+        silence = self.server.ping_interval + self.server.ping_timeout
+        try:
+            async with asyncio.timeout(None) as deadline:
+                while True:
+                    deadline.reschedule(loop.time() + silence)
+                    encoded = await websocket_wait()
+                    deadline.reschedule(None)
+                    if encoded is None:
+                        return  # connection closed by the client
+                    try:
+                        await self.receive(packet.Packet(encoded_packet=encoded))
+                    except exceptions.UnknownPacketError:  # pragma: no cover
+                        pass
+                    except exceptions.SocketIsClosedError:  # pragma: no cover
+                        return
+                    except Exception:  # pragma: no cover
+                        # log it and carry on, as python-engineio does
+                        self.server.logger.exception("Unknown receive error")
+        except asyncio.CancelledError:
+            return  # the server is going away: end the connection as python-engineio does
+        except Exception:  # silence (TimeoutError), a closed socket, a packet too large
+            return
+
+    async def _write_loop(self, ws: Any) -> None:
+        queue = self.queue
+        while True:
+            pkt = await queue.get()  # returns at once while packets are waiting
+            queue.task_done()
+            if pkt is None:
+                break
+            try:
+                await ws.send(pkt.encode())
+            except Exception:
+                break
+        await ws.close()
+
+
+class RelayEngineServer(engineio.AsyncServer):  # type: ignore[misc]
+    """python-engineio's server, handing out ``RelaySocket``s."""
+
+    async def _trigger_event(self, event: str, *args: Any, **kwargs: Any) -> Any:
+        if event == "connect" and args:
+            sock = self.sockets.get(args[0])
+            if type(sock) is AsyncSocket:
+                # set up by _handle_connect a moment ago; nothing runs on it yet
+                sock.__class__ = RelaySocket
+        return await super()._trigger_event(event, *args, **kwargs)
