@@ -14,6 +14,7 @@ import os
 import platform
 import secrets
 import shutil
+import statistics
 import sys
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -44,6 +45,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--out", type=Path, default=BENCH_DIR / "results", help="result folder")
     parser.add_argument("--name", help="result file name (default: latest, or quick)")
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="runs per target and scenario, interleaved; the table shows medians",
+    )
     parser.add_argument(
         "--profile", action="store_true", help="py-spy profiles of our server (see logs/)"
     )
@@ -186,6 +193,28 @@ async def run_load(
         await load.close()
 
 
+def combine(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """The median of every number over repeated runs; violations are summed, not medianed."""
+    if len(results) == 1:
+        return results[0]
+    out: dict[str, Any] = _median_of(results)
+    out["violations"] = {
+        key: sum(r["violations"].get(key, 0) for r in results) for key in results[0]["violations"]
+    }
+    out["runs"] = results
+    return out
+
+
+def _median_of(values: list[Any]) -> Any:
+    first = values[0]
+    if isinstance(first, dict):
+        return {key: _median_of([v.get(key) for v in values]) for key in first}
+    numbers = [v for v in values if isinstance(v, int | float) and not isinstance(v, bool)]
+    if numbers and len(numbers) == len(values):
+        return statistics.median(numbers)
+    return first
+
+
 def _cpu_or_zero(pid: int) -> float:
     from bench.procs import cpu_seconds
 
@@ -257,16 +286,21 @@ async def run(args: argparse.Namespace) -> int:
     ):
         ctx = RunContext(upstream_url, secret, log_dir, redis_url)
         others = {"upstream": upstream, "redis": redis}
+        runs: dict[tuple[str, str], list[dict[str, Any]]] = {}
         for scenario in scenarios:
-            for target in targets:
-                if target.redis and redis_url is None:
-                    print(f"skipping {target.name}: no redis-server", file=sys.stderr)
-                    continue
-                stamp = time.strftime("%H:%M:%S")
-                print(f"[{stamp}] {scenario.name} · {target.name} …", flush=True)
-                result = await measure(target, scenario, ctx, others, profile=args.profile)
-                report["results"][target.name][scenario.name] = result
-                _print_line(scenario, result)
+            for round_ in range(args.repeat):
+                for target in targets:
+                    if target.redis and redis_url is None:
+                        print(f"skipping {target.name}: no redis-server", file=sys.stderr)
+                        continue
+                    stamp = time.strftime("%H:%M:%S")
+                    label = f" (run {round_ + 1}/{args.repeat})" if args.repeat > 1 else ""
+                    print(f"[{stamp}] {scenario.name} · {target.name}{label} …", flush=True)
+                    result = await measure(target, scenario, ctx, others, profile=args.profile)
+                    runs.setdefault((target.name, scenario.name), []).append(result)
+                    _print_line(scenario, result)
+        for (target_name, scenario_name), results in runs.items():
+            report["results"][target_name][scenario_name] = combine(results)
     report["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     report["ratios"] = ratios(report)
     report["acceptance"] = acceptance(report)
