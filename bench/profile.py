@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import contextlib
 import shutil
+import os
 import signal
 import sys
 from collections import Counter
@@ -39,9 +40,9 @@ class Profiler:
                 "record",
                 "--pid",
                 str(proc.pid),
-                "--nonblocking",
+                *(["--native"] if os.environ.get("BENCH_PROFILE_NATIVE") else ["--nonblocking"]),
                 "--rate",
-                "200",
+                "250" if os.environ.get("BENCH_PROFILE_NATIVE") else "1000",
                 "--format",
                 "raw",
                 "--output",

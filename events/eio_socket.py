@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
+from typing import Any, cast
 
 import engineio
 from engineio import exceptions, packet
@@ -140,8 +140,25 @@ class RelaySocket(AsyncSocket):  # type: ignore[misc]
         await ws.close()
 
 
+class LoopBoundQueue(asyncio.Queue[Any]):
+    """A packet queue that remembers its loop.
+
+    On Python 3.11 ``Queue.get()`` looks the running loop up each time it has to wait,
+    and that look-up is a ``getpid()`` system call: once per ``token`` event here.
+    """
+
+    def _get_loop(self) -> asyncio.AbstractEventLoop:
+        loop = self.__dict__.get("_loop")  # set once the queue is bound to its loop
+        if loop is None:
+            loop = asyncio.Queue._get_loop(self)  # type: ignore[attr-defined]
+        return cast(asyncio.AbstractEventLoop, loop)
+
+
 class RelayEngineServer(engineio.AsyncServer):  # type: ignore[misc]
     """python-engineio's server, handing out ``RelaySocket``s."""
+
+    def create_queue(self, *args: Any, **kwargs: Any) -> LoopBoundQueue:
+        return LoopBoundQueue(*args, **kwargs)
 
     async def _trigger_event(self, event: str, *args: Any, **kwargs: Any) -> Any:
         if event == "connect" and args:

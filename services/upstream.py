@@ -25,6 +25,7 @@ from typing import Any, Protocol
 import aiohttp
 import orjson
 
+from services.deadline import ReadDeadline, sleep
 from services.sse import SSEDecoder, SSEError
 
 logger = logging.getLogger(__name__)
@@ -247,24 +248,30 @@ class UpstreamClient:
         loop = asyncio.get_running_loop()
         idle = self._settings.idle_timeout_s
         decoder = SSEDecoder()
+        watchdog = ReadDeadline(loop)
+        content = resp.content
         started = finished = done = consumed = yielded = False
         try:
             while not done:
                 deadline = min(total_deadline, loop.time() + idle) if started else first_deadline
+                watchdog.arm(deadline)
                 try:
-                    async with asyncio.timeout_at(deadline):
-                        raw = await resp.content.readany()
+                    raw = await content.readany()
                     if raw and gather_s and started:
-                        await asyncio.sleep(gather_s)  # let the window fill
-                        more = resp.content.read_nowait()
+                        await sleep(loop, gather_s)  # let the window fill
+                        more = content.read_nowait()
                         if more:
                             raw += more
-                except TimeoutError as exc:
-                    raise _error(UpstreamFailure.TIMEOUT) from exc
+                except asyncio.CancelledError:
+                    if watchdog.expired():
+                        raise _error(UpstreamFailure.TIMEOUT) from None
+                    raise
                 except (aiohttp.ClientError, OSError) as exc:  # the body broke off
                     if yielded:
                         raise _error(UpstreamFailure.STREAM, "connection lost") from exc
                     raise _Retryable(_error(UpstreamFailure.UNAVAILABLE), "connection") from exc
+                finally:
+                    watchdog.disarm()
                 try:
                     events = decoder.feed(raw) if raw else decoder.close()
                 except SSEError as exc:
@@ -294,7 +301,8 @@ class UpstreamClient:
                         return
                     raise _error(UpstreamFailure.STREAM, "upstream stream ended before finishing")
         finally:
-            if not consumed and not resp.content.at_eof():
+            watchdog.close()
+            if not consumed and not content.at_eof():
                 resp.close()  # stop the generation upstream: drop the connection
 
     def _chunk(self, payload: bytes) -> Chunk:
