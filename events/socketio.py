@@ -102,10 +102,12 @@ class SocketIOEvents:
         try:
             identity = self.authenticator.authenticate(token)
         except AuthError as exc:
+            self.relay.observer.refused(TRANSPORT, exc.code)
             raise socketio.exceptions.ConnectionRefusedError(
                 "unauthorized", {"code": exc.code, "message": exc.message}
             ) from None
         if not await self.counter.acquire(identity.sub, sid):
+            self.relay.observer.refused(TRANSPORT, ErrorCode.RATE_LIMITED.value)
             raise socketio.exceptions.ConnectionRefusedError(
                 "rate_limited",
                 {"code": ErrorCode.RATE_LIMITED.value, "message": "Too many connections."},
