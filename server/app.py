@@ -8,6 +8,7 @@ in; nothing is created at import time.
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -18,6 +19,7 @@ from auth.authenticator import Authenticator
 from auth.origins import OriginPolicy
 from auth.tokens import TokenVerifier
 from events.connections import Connections
+from events.errors import ErrorCode
 from events.pipeline import ChatPipeline, PipelineConfig
 from events.relay import Relay
 from events.sio_server import MemoryManager, RelayServer, TailRegistry
@@ -28,6 +30,7 @@ from health.router import health_router
 from server import __version__
 from server.jsonshim import OrjsonShim
 from server.lifecycle import Runtime, lifespan_for
+from server.metrics import RelayMetrics, metrics_router, multiprocess_active
 from server.routes import auth_router, web_routes
 from server.settings import Settings
 from services.generations import GenerationRegistry
@@ -64,7 +67,34 @@ def build_verifier(settings: Settings) -> TokenVerifier:
     )
 
 
+def build_metrics(settings: Settings) -> RelayMetrics:
+    directory = settings.prometheus_multiproc_dir
+    if (directory is not None) != multiprocess_active():
+        raise ConfigError(
+            "PROMETHEUS_MULTIPROC_DIR must be set in the environment of every worker process "
+            "before it starts (not only in secrets.toml)."
+        )
+    if directory is not None and not directory.is_dir():
+        raise ConfigError(f"PROMETHEUS_MULTIPROC_DIR={directory} is not a directory.")
+    return RelayMetrics(__version__, multiprocess_dir=directory)
+
+
+def counting_refusals(
+    allows: Callable[[str | None, Mapping[str, Any]], bool], metrics: RelayMetrics
+) -> Callable[[str | None, Mapping[str, Any]], bool]:
+    """The Socket.IO origin check, counting refused handshakes as ``forbidden``."""
+
+    def check(origin: str | None, environ: Mapping[str, Any]) -> bool:
+        if allows(origin, environ):
+            return True
+        metrics.refused("socketio", ErrorCode.FORBIDDEN.value)
+        return False
+
+    return check
+
+
 def create_app(settings: Settings) -> RelayApp:
+    metrics = build_metrics(settings)
     verifier = build_verifier(settings)
     if not verifier.can_verify and not settings.allow_anonymous:
         raise ConfigError(
@@ -88,15 +118,24 @@ def create_app(settings: Settings) -> RelayApp:
         log=log,
         registry=registry,
         rate_limiter=MemoryRateLimiter(settings.rate_limit_per_minute),
+        observer=metrics,
     )
-    relay = Relay(pipeline, log, registry, verifier, resume_grace_s=settings.resume_grace_s)
+    relay = Relay(
+        pipeline,
+        log,
+        registry,
+        verifier,
+        resume_grace_s=settings.resume_grace_s,
+        observer=metrics,
+    )
     connections = Connections()
+    metrics.watch(connections, registry)
     counter = MemoryConnectionCounter(settings.max_connections_per_user)
     tails = TailRegistry()
     sio = RelayServer(
         async_mode="asgi",
         client_manager=MemoryManager(tails),
-        cors_allowed_origins=origins.allows_environ,
+        cors_allowed_origins=counting_refusals(origins.allows_environ, metrics),
         max_http_buffer_size=settings.max_frame_bytes,
         json=OrjsonShim,
         logger=False,
@@ -135,6 +174,7 @@ def create_app(settings: Settings) -> RelayApp:
         verifier=verifier,
         sio_events=sio_events,
         redis=redis,
+        metrics=metrics,
     )
 
     http = FastAPI(
@@ -159,6 +199,8 @@ def create_app(settings: Settings) -> RelayApp:
         )
     )
     http.include_router(auth_router(settings, verifier))
+    metrics_token = settings.metrics_token.get_secret_value() if settings.metrics_token else None
+    http.include_router(metrics_router(metrics, metrics_token))
     http.add_api_websocket_route("/websockets/openrouter", ws_endpoint)
     web_routes(http)
     return RelayApp(sio, http, runtime)
