@@ -11,6 +11,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from events.errors import ErrorCode
+
 REQUEST_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 ROOM_PATTERN = r"^[A-Za-z0-9_.:-]{1,64}$"
 
@@ -143,7 +145,7 @@ class ErrorDetail(Outbound):
 
 
 class ErrorObject(Outbound):
-    code: str
+    code: ErrorCode
     message: str
     retryable: bool
     retry_after: float | None = None
@@ -178,6 +180,71 @@ class PresenceEvent(Outbound):
 class Ack(Outbound):
     ok: bool
     error: ErrorObject | None = None
+
+
+class RefusalData(Outbound):
+    code: ErrorCode
+    message: str
+
+
+class ConnectRefusal(Outbound):
+    """Socket.IO's ``connect_error``: ``err.message`` and ``err.data`` of a refused connect."""
+
+    message: Literal["unauthorized", "rate_limited"]
+    data: RefusalData
+
+
+class CompletionFrame(Outbound):
+    """Raw WebSocket with ``?format=completion``: one upstream chunk, as the upstream sent it."""
+
+    type: Literal["completion"] = "completion"
+    data: dict[str, Any]
+
+
+class RefreshedFrame(Outbound):
+    """Raw WebSocket: the answer to a ``refresh`` frame."""
+
+    type: Literal["refreshed"] = "refreshed"
+    expires_at: int
+
+
+# -- acknowledgements (what a client's callback receives) ---------------------------------
+
+
+class ErrorAck(Outbound):
+    """Any refused client event: the connection stays open."""
+
+    ok: Literal[False] = False
+    error: ErrorObject
+
+
+class OkAck(Outbound):
+    """``cancel``, ``leave`` and ``resume`` (the replay follows) succeeded."""
+
+    ok: Literal[True] = True
+
+
+class ChatAck(Outbound):
+    """``chat`` accepted; exactly one ``done`` or ``error`` for ``request_id`` follows."""
+
+    ok: Literal[True] = True
+    request_id: str
+
+
+class JoinAck(Outbound):
+    """``join`` succeeded: who is there and the last ``ROOM_HISTORY_LIMIT`` messages."""
+
+    ok: Literal[True] = True
+    room: str
+    members: list[User]
+    history: list[MessageEvent]
+
+
+class RefreshAck(Outbound):
+    """``refresh`` succeeded; ``expires_at`` is the new token's ``exp`` (epoch seconds)."""
+
+    ok: Literal[True] = True
+    expires_at: int
 
 
 def validation_details(exc: ValidationError) -> list[dict[str, str]]:

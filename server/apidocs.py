@@ -1,0 +1,40 @@
+"""``GET /asyncapi.json`` and ``GET /docs/events``: the event API, from one document."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse, JSONResponse
+
+from events.asyncapi import with_servers
+from server.eventdocs import render_event_docs
+
+
+def event_docs_router(document: dict[str, Any]) -> APIRouter:
+    """Serves ``document`` (built once by the app factory) with this server as its host."""
+    router = APIRouter(tags=["documentation"])
+
+    def for_request(request: Request) -> dict[str, Any]:
+        secure = request.url.scheme in ("https", "wss")
+        return with_servers(document, request.url.netloc, secure=secure)
+
+    @router.get(
+        "/asyncapi.json",
+        summary="AsyncAPI 3 description of the Socket.IO and raw WebSocket events",
+        description="Generated from the payload models that validate the events. "
+        "Human-readable: [/docs/events](/docs/events).",
+        responses={200: {"content": {"application/json": {"example": {"asyncapi": "3.0.0"}}}}},
+    )
+    async def asyncapi_json(request: Request) -> JSONResponse:
+        return JSONResponse(for_request(request))
+
+    @router.get(
+        "/docs/events",
+        summary="The event API as a page (rendered from /asyncapi.json)",
+        response_class=HTMLResponse,
+    )
+    async def event_docs(request: Request) -> HTMLResponse:
+        return HTMLResponse(render_event_docs(for_request(request)))
+
+    return router
