@@ -38,3 +38,27 @@ def event_docs_router(document: dict[str, Any]) -> APIRouter:
         return HTMLResponse(render_event_docs(for_request(request)))
 
     return router
+
+
+HTTP_DESCRIPTION = """\
+HTTP side of **llm-relay**, a Socket.IO server for streaming LLM chat.
+
+The chat itself happens over Socket.IO (path `/socket.io`) or the raw WebSocket
+`/websockets/openrouter`; those events are documented in
+**[/docs/events](/docs/events)** (human-readable) and
+**[/asyncapi.json](/asyncapi.json)** (AsyncAPI 3), generated from the same payload models.
+
+Getting a token: `POST /auth/token` (built-in accounts, OAuth2 password form) or
+`POST /auth/guest` (demo mode), then connect with `io(url, {auth: {token}})`.
+"""
+
+OPENAPI_TAGS = [
+    {"name": "auth", "description": "Tokens for connecting (JWT)."},
+    {"name": "health", "description": "Liveness and readiness probes."},
+    {"name": "operations", "description": "Prometheus metrics."},
+    {
+        "name": "documentation",
+        "description": "The event API: [/docs/events](/docs/events), "
+        "[/asyncapi.json](/asyncapi.json).",
+    },
+]

@@ -8,7 +8,7 @@ in; nothing is created at import time.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -18,6 +18,8 @@ from fastapi import FastAPI
 from auth.authenticator import Authenticator
 from auth.origins import OriginPolicy
 from auth.tokens import TokenVerifier
+from events.asyncapi import asyncapi_document
+from events.catalog import CORE_EVENTS
 from events.connections import Connections
 from events.errors import ErrorCode
 from events.pipeline import ChatPipeline, PipelineConfig
@@ -28,6 +30,8 @@ from events.websocket import WebSocketEndpoint
 from health.checks import disabled_check, flag_check, upstream_check
 from health.router import health_router
 from server import __version__
+from server.apidocs import HTTP_DESCRIPTION, OPENAPI_TAGS, event_docs_router
+from server.extensions import Extension, documented_events, installed
 from server.jsonshim import OrjsonShim
 from server.lifecycle import Runtime, lifespan_for
 from server.metrics import RelayMetrics, metrics_router, multiprocess_active
@@ -93,7 +97,13 @@ def counting_refusals(
     return check
 
 
-def create_app(settings: Settings) -> RelayApp:
+def create_app(settings: Settings, extensions: Sequence[Extension] | None = None) -> RelayApp:
+    """Build one app.  ``extensions``: extra events and routes (default: ``installed()``)."""
+    if extensions is None:
+        extensions = installed(settings)
+    event_document = asyncapi_document(
+        [*CORE_EVENTS, *documented_events(extensions)], title="llm-relay", version=__version__
+    )  # also refuses an extension event named like another event
     metrics = build_metrics(settings)
     verifier = build_verifier(settings)
     if not verifier.can_verify and not settings.allow_anonymous:
@@ -159,6 +169,9 @@ def create_app(settings: Settings) -> RelayApp:
         sio, relay, authenticator, connections, counter, tails, session_info
     )
     sio_events.register()
+    for extension in extensions:
+        for spec in extension.events:
+            sio_events.add_event(spec)
     ws_endpoint = WebSocketEndpoint(
         relay, authenticator, origins, connections, counter, settings.max_payload_bytes
     )
@@ -180,11 +193,9 @@ def create_app(settings: Settings) -> RelayApp:
     http = FastAPI(
         title="llm-relay",
         version=__version__,
-        description=(
-            "HTTP side of the LLM chat relay. The Socket.IO event API is at "
-            "[/asyncapi.json](/asyncapi.json)."
-        ),
+        description=HTTP_DESCRIPTION,
         lifespan=lifespan_for(runtime),
+        openapi_tags=OPENAPI_TAGS,
     )
     http.include_router(
         health_router(
@@ -201,6 +212,10 @@ def create_app(settings: Settings) -> RelayApp:
     http.include_router(auth_router(settings, verifier))
     metrics_token = settings.metrics_token.get_secret_value() if settings.metrics_token else None
     http.include_router(metrics_router(metrics, metrics_token))
+    http.include_router(event_docs_router(event_document))
     http.add_api_websocket_route("/websockets/openrouter", ws_endpoint)
+    for extension in extensions:
+        for router in extension.routers:
+            http.include_router(router)
     web_routes(http)
     return RelayApp(sio, http, runtime)
