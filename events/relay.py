@@ -110,7 +110,22 @@ class Relay:
         try:
             return await self._chat(conn, data, sink, size)
         except Exception as exc:
-            self.observer.rejected(conn.transport, _code(exc))
+            code = _code(exc)
+            self.observer.rejected(conn.transport, code)
+            request_id = claimed_request_id(data)
+            logger.info(
+                "request %s rejected: %s",
+                request_id,
+                code,
+                extra={
+                    "event": "request",
+                    "request_id": request_id,
+                    "user_id": conn.identity.sub,
+                    "transport": conn.transport,
+                    "outcome": "rejected",
+                    "code": code,
+                },
+            )
             raise
 
     async def _chat(self, conn: Connection, data: Any, sink: Sink, size: int | None) -> str:

@@ -72,7 +72,10 @@ class RunningServer:
 
 @asynccontextmanager
 async def run_server(
-    settings: Settings, *, extensions: Sequence[Extension] | None = None
+    settings: Settings,
+    *,
+    extensions: Sequence[Extension] | None = None,
+    access_log: bool = False,
 ) -> AsyncIterator[RunningServer]:
     app = create_app(settings, extensions)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -80,7 +83,7 @@ async def run_server(
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     config = uvicorn_config(settings, app)
-    config.access_log = False
+    config.access_log = access_log
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve(sockets=[sock]))
     while not server.started:
