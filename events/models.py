@@ -49,16 +49,24 @@ class ChatMessage(Inbound):
 class ChatRequest(Inbound):
     """``chat``: start a streamed completion."""
 
-    request_id: RequestId | None = None
-    messages: list[ChatMessage] = Field(min_length=1)
-    model: ModelName | None = None
-    models: list[ModelName] | None = Field(None, max_length=10)
+    request_id: RequestId | None = Field(
+        None, description="Client-chosen id of this request; the server makes one if absent."
+    )
+    messages: list[ChatMessage] = Field(
+        min_length=1, description="The conversation; with `room`, only the new message(s)."
+    )
+    model: ModelName | None = Field(
+        None, description="Default from `DEFAULT_MODEL`; must pass `ALLOWED_MODELS` if set."
+    )
+    models: list[ModelName] | None = Field(
+        None, max_length=10, description="Fallback models, tried in order by the upstream."
+    )
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, gt=0, le=1)
     max_tokens: int | None = Field(None, ge=1, le=1_000_000)
     stop: str | list[str] | None = None
     seed: int | None = Field(None, ge=-(2**63), le=2**63 - 1)
-    room: RoomName | None = None
+    room: RoomName | None = Field(None, description="Chat in this room (join it first).")
 
 
 class CancelRequest(Inbound):
@@ -77,7 +85,9 @@ class ResumeRequest(Inbound):
     """``resume``: replay tokens with ``seq > last_seq``, then continue live."""
 
     request_id: RequestId
-    last_seq: int = Field(ge=-1, le=2**31)
+    last_seq: int = Field(
+        ge=-1, le=2**31, description="The last `seq` received; -1 replays from the start."
+    )
 
 
 class RefreshRequest(Inbound):

@@ -69,7 +69,7 @@ def _e(text: Any) -> str:
 
 
 def _inline(text: str) -> str:
-    return _CODE.sub(r"<code>\1</code>", _e(text))
+    return _CODE.sub(r"<code>\1</code>", _e(text.replace("``", "`")))
 
 
 def _prose(text: str) -> str:
