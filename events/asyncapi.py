@@ -26,11 +26,16 @@ RAW = "websocket"
 Doc = dict[str, Any]
 
 
-def asyncapi_document(events: Sequence[EventDoc], *, title: str, version: str) -> Doc:
+def check_names(events: Sequence[EventDoc]) -> None:
+    """Refuse two events of one name (e.g. an extension's event named like a core one)."""
     names = [event.name for event in events]
     duplicates = {name for name in names if names.count(name) > 1}
     if duplicates:
         raise ValueError(f"events described twice: {sorted(duplicates)}")
+
+
+def asyncapi_document(events: Sequence[EventDoc], *, title: str, version: str) -> Doc:
+    check_names(events)
     schemas = _schemas(events)
     _describe_error_codes(schemas)
     sio_messages: Doc = {}

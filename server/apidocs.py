@@ -2,22 +2,27 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Sequence
 from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, JSONResponse
 
-from events.asyncapi import with_servers
+from events.asyncapi import asyncapi_document, check_names, with_servers
+from events.catalog import EventDoc
 from server.eventdocs import render_event_docs
 
 
-def event_docs_router(document: dict[str, Any]) -> APIRouter:
-    """Serves ``document`` (built once by the app factory) with this server as its host."""
+def event_docs_router(events: Sequence[EventDoc], *, title: str, version: str) -> APIRouter:
+    """Serves the document of ``events`` (built on first use) with this server as host."""
+    check_names(events)
     router = APIRouter(tags=["documentation"])
+    document = functools.cache(lambda: asyncapi_document(events, title=title, version=version))
 
     def for_request(request: Request) -> dict[str, Any]:
         secure = request.url.scheme in ("https", "wss")
-        return with_servers(document, request.url.netloc, secure=secure)
+        return with_servers(document(), request.url.netloc, secure=secure)
 
     @router.get(
         "/asyncapi.json",

@@ -18,7 +18,6 @@ from fastapi import FastAPI
 from auth.authenticator import Authenticator
 from auth.origins import OriginPolicy
 from auth.tokens import TokenVerifier
-from events.asyncapi import asyncapi_document
 from events.catalog import CORE_EVENTS
 from events.connections import Connections
 from events.errors import ErrorCode
@@ -101,9 +100,9 @@ def create_app(settings: Settings, extensions: Sequence[Extension] | None = None
     """Build one app.  ``extensions``: extra events and routes (default: ``installed()``)."""
     if extensions is None:
         extensions = installed(settings)
-    event_document = asyncapi_document(
+    docs_router = event_docs_router(  # refuses an extension event named like another event
         [*CORE_EVENTS, *documented_events(extensions)], title="llm-relay", version=__version__
-    )  # also refuses an extension event named like another event
+    )
     metrics = build_metrics(settings)
     verifier = build_verifier(settings)
     if not verifier.can_verify and not settings.allow_anonymous:
@@ -212,7 +211,7 @@ def create_app(settings: Settings, extensions: Sequence[Extension] | None = None
     http.include_router(auth_router(settings, verifier))
     metrics_token = settings.metrics_token.get_secret_value() if settings.metrics_token else None
     http.include_router(metrics_router(metrics, metrics_token))
-    http.include_router(event_docs_router(event_document))
+    http.include_router(docs_router)
     http.add_api_websocket_route("/websockets/openrouter", ws_endpoint)
     for extension in extensions:
         for router in extension.routers:
