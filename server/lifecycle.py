@@ -23,6 +23,7 @@ from server.settings import Settings
 from services.generations import GenerationRegistry, StopReason
 from services.simulator import Simulator
 from services.streamlog import StreamLog
+from services.tracing import TracedUpstreamClient
 from services.upstream import UpstreamClient, UpstreamObserver, UpstreamSettings
 
 logger = logging.getLogger(__name__)
@@ -79,7 +80,8 @@ class Runtime:
             timeout=aiohttp.ClientTimeout(total=None),
         )
         observer: UpstreamObserver | None = self.metrics
-        self.pipeline.upstream = UpstreamClient(
+        client = TracedUpstreamClient if s.tracing else UpstreamClient
+        self.pipeline.upstream = client(
             self.session, self.upstream_settings(base_url, api_key), observer
         )
         if self.metrics is not None:

@@ -112,6 +112,7 @@ class Settings(BaseSettings):
     # prometheus-client's own variable: several workers sharing one port aggregate here
     prometheus_multiproc_dir: Path | None = None
     metrics_refresh_s: float = Field(5, gt=0)  # multiprocess mode: how often gauges publish
+    tracing: bool = False  # OpenTelemetry spans around upstream calls (configure an SDK)
 
     @field_validator(
         "allowed_models", "jwt_algorithms", "cors_origins", "trusted_proxies", mode="before"
