@@ -38,6 +38,10 @@ def asyncapi_document(events: Sequence[EventDoc], *, title: str, version: str) -
     check_names(events)
     schemas = _schemas(events)
     _describe_error_codes(schemas)
+    for ack in {ack for event in events for ack in event.acks} | {m.ErrorAck}:
+        required = schemas[ack.__name__].setdefault("required", [])
+        if "ok" not in required:  # a default for building it; always on the wire
+            required.insert(0, "ok")
     sio_messages: Doc = {}
     raw_messages: Doc = {}
     operations: Doc = {}

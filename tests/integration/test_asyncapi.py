@@ -96,6 +96,8 @@ async def test_document_is_valid_asyncapi_3_and_covers_every_event(server: Runni
     assert sent >= PROTOCOL_SERVER_EVENTS
     for name in PROTOCOL_CLIENT_EVENTS:
         assert f"{name}_ack" in messages
+        for shape in messages[f"{name}_ack"]["payload"]["oneOf"]:
+            assert "ok" in resolve(doc, shape["$ref"])["required"]
         assert ops[f"receive_{name}"]["reply"]["messages"]
     raw = doc["channels"]["websocket"]["messages"]
     assert set(raw) == RAW_CLIENT_FRAMES | RAW_SERVER_FRAMES
