@@ -10,8 +10,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import shutil
 import os
+import shutil
 import signal
 import sys
 from collections import Counter

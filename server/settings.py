@@ -97,7 +97,7 @@ class Settings(BaseSettings):
     resume_retention_s: float = Field(120, ge=0)
     room_history_limit: int = Field(50, gt=0)
     room_context_chars: int = Field(200_000, gt=0)
-    token_coalesce_ms: float = Field(0, ge=0, le=1000)
+    token_coalesce_ms: float = Field(20, ge=0, le=1000)  # 0 = one event per upstream read
     shutdown_grace_s: float = Field(20, ge=0)
 
     # serving

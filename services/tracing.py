@@ -31,7 +31,9 @@ class TracedUpstreamClient(UpstreamClient):
         self._tracer = tracer or trace.get_tracer(TRACER_NAME)
         self._server = urlsplit(self._url).hostname or ""
 
-    async def stream(self, body: dict[str, Any]) -> AsyncGenerator[list[Chunk], None]:
+    async def stream(
+        self, body: dict[str, Any], *, gather_s: float = 0.0
+    ) -> AsyncGenerator[list[Chunk], None]:
         model = str(body.get("model", ""))
         attributes: dict[str, Any] = {
             "gen_ai.operation.name": "chat",
@@ -44,7 +46,7 @@ class TracedUpstreamClient(UpstreamClient):
         first = True
         finish: str | None = None
         try:
-            async for batch in super().stream(body):
+            async for batch in super().stream(body, gather_s=gather_s):
                 if first:
                     span.add_event("first_chunk")
                     first = False
