@@ -185,7 +185,11 @@ def write_chart(report: dict[str, Any], path: Path) -> Path | None:
     colors = ["#2b6cb0", "#68a0d8", "#a0aec0", "#dd6b20", "#38a169"][: len(targets)]
     panels = [
         ("CPU s per 100k tokens (lower is better)", ("cpu_per_100k",), ["burst", "paced"]),
-        ("added latency p99, ms (paced)", ("latency_ms", "p99"), ["paced"]),
+        (
+            f"added latency p99, ms (paced; window {coalesce_ms(report):g} ms)",
+            ("latency_ms", "p99"),
+            ["paced"],
+        ),
         ("time to first token p99, ms", ("ttft_ms", "p99"), ["burst", "paced"]),
         ("RSS per idle connection, KiB", ("rss_per_conn_kb",), ["idle"]),
     ]
