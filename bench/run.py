@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import json
 import os
 import platform
@@ -50,6 +51,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         type=int,
         default=1,
         help="runs per target and scenario, interleaved; the table shows medians",
+    )
+    parser.add_argument(
+        "--override",
+        action="append",
+        default=[],
+        help="scenario.field=value, e.g. paced.tokens=50 (experiments)",
     )
     parser.add_argument(
         "--profile", action="store_true", help="py-spy profiles of our server (see logs/)"
@@ -251,6 +258,15 @@ async def run(args: argparse.Namespace) -> int:
     scenarios_all = QUICK if args.quick else FULL
     wanted = [s.strip() for s in args.scenarios.split(",") if s.strip()]
     scenarios = [scenarios_all[name] for name in wanted]
+    for item in args.override:
+        key, _, value = item.partition("=")
+        which, _, field_name = key.partition(".")
+        scenarios = [
+            dataclasses.replace(s, **{field_name: type(getattr(s, field_name))(value)})
+            if s.name == which
+            else s
+            for s in scenarios
+        ]
     targets_all = {t.name: t for t in default_targets(args.before_src)}
     extra_env = dict(item.split("=", 1) for item in args.env)
     targets: list[Target] = []
