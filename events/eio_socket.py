@@ -121,6 +121,10 @@ class RelaySocket(AsyncSocket):  # type: ignore[misc]
                     except Exception:  # pragma: no cover
                         # log it and carry on, as python-engineio does
                         self.server.logger.exception("Unknown receive error")
+                    # Let the handlers this packet started run before the next one is read
+                    # (python-engineio's reader yields once per packet too): a client that
+                    # floods packets cannot keep the loop to itself.
+                    await asyncio.sleep(0)
         except asyncio.CancelledError:
             return  # the server is going away: end the connection as python-engineio does
         except Exception:  # silence (TimeoutError), a closed socket, a packet too large
