@@ -117,11 +117,8 @@ class MemoryManager(socketio.AsyncManager):  # type: ignore[misc]
         if self.tails:
             skip_sid = self.tails.skip(event, data, skip_sid)
         room = to or room
-        if callback is None and isinstance(room, str):
-            pkt = encode_event(event, data, namespace)
-            if pkt is not None:
-                await self.send_local(pkt, namespace, room, skip_sid)
-                return
+        if callback is None and await emit_here(self, event, data, namespace, room, skip_sid):
+            return
         await super().emit(
             event,
             data,
@@ -132,23 +129,34 @@ class MemoryManager(socketio.AsyncManager):  # type: ignore[misc]
             **kwargs,
         )
 
-    async def send_local(
-        self, pkt: eio_packet.Packet, namespace: str, room: str, skip_sid: Any = None
-    ) -> None:
-        """Queue ``pkt`` for every participant of ``room`` on this node."""
-        participants = self.rooms.get(namespace, {}).get(room)
-        if not participants:
-            return
-        eio = self.server.eio
-        if skip_sid is None:
-            skip: Container[str] = ()
-        elif isinstance(skip_sid, list):
-            skip = skip_sid
-        else:
-            skip = (skip_sid,)
-        for sid, eio_sid in list(participants.items()):
-            if sid not in skip:
-                await eio.send_packet(eio_sid, pkt)
+
+async def emit_here(
+    manager: socketio.AsyncManager, event: str, data: Any, namespace: str, room: Any, skip_sid: Any
+) -> bool:
+    """Deliver an event to ``room``'s participants on this node: one encode, no tasks.
+
+    False (nothing sent) when the event needs python-socketio's own path: several rooms,
+    or a payload that is not a JSON object orjson can encode.
+    """
+    if not isinstance(room, str):
+        return False
+    pkt = encode_event(event, data, namespace)
+    if pkt is None:
+        return False
+    participants = manager.rooms.get(namespace, {}).get(room)
+    if not participants:
+        return True
+    if skip_sid is None:
+        skip: Container[str] = ()
+    elif isinstance(skip_sid, list):
+        skip = skip_sid
+    else:
+        skip = (skip_sid,)
+    eio = manager.server.eio
+    for sid, eio_sid in list(participants.items()):
+        if sid not in skip:
+            await eio.send_packet(eio_sid, pkt)
+    return True
 
 
 class RedisManager(socketio.AsyncRedisManager):  # type: ignore[misc]
