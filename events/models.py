@@ -180,6 +180,15 @@ class Ack(Outbound):
     error: ErrorObject | None = None
 
 
+class JoinAck(Outbound):
+    """``join`` acknowledgement: the members and the last ``ROOM_HISTORY_LIMIT`` messages."""
+
+    ok: Literal[True] = True
+    room: str
+    members: list[User]
+    history: list[MessageEvent]
+
+
 def validation_details(exc: ValidationError) -> list[dict[str, str]]:
     """``details`` for ``invalid_payload``: ``[{field: "messages.0.role", message}]``."""
     out: list[dict[str, str]] = []

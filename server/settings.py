@@ -82,6 +82,7 @@ class Settings(BaseSettings):
 
     # multi-node
     redis_url: str | None = None
+    redis_key_prefix: str = Field("llm-relay:", min_length=1, max_length=100)
 
     # limits
     max_payload_bytes: int = Field(1_000_000, gt=0)
@@ -97,6 +98,7 @@ class Settings(BaseSettings):
     resume_retention_s: float = Field(120, ge=0)
     room_history_limit: int = Field(50, gt=0)
     room_context_chars: int = Field(200_000, gt=0)
+    room_history_max_age_s: float = Field(7 * 86_400, gt=0)
     token_coalesce_ms: float = Field(0, ge=0, le=1000)
     shutdown_grace_s: float = Field(20, ge=0)
 
