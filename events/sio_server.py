@@ -6,6 +6,8 @@
   are not also delivered live to it: the managers skip such sids on this node, so a
   resumed client sees every token exactly once.  Works for the in-memory manager and,
   on every node, for the Redis manager.
+* The Redis manager keeps a local sid's events off Redis (a sid lives on one node),
+  never lets a Redis outage hold up local delivery, and recovers by itself.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from typing import Any
 
 import redis.asyncio as aioredis
 import socketio
+
+from services.redis_client import redis_client
 
 logger = logging.getLogger(__name__)
 
@@ -149,9 +153,7 @@ class RedisManager(socketio.AsyncRedisManager):  # type: ignore[misc]
 
     def _redis(self) -> aioredis.Redis:
         if self._client is None:
-            self._client = aioredis.Redis.from_url(
-                self.redis_url, socket_connect_timeout=2, socket_timeout=5, socket_keepalive=True
-            )
+            self._client = redis_client(self.redis_url, socket_timeout=5)
         return self._client
 
     def _trouble(self, what: str, exc: Exception) -> None:
@@ -199,6 +201,40 @@ class RedisManager(socketio.AsyncRedisManager):  # type: ignore[misc]
                     await pubsub.aclose()  # type: ignore[no-untyped-call]
             await asyncio.sleep(delay)
             delay = min(delay * 2, self.retry_s)
+
+    async def emit(
+        self,
+        event: str,
+        data: Any,
+        namespace: str | None = None,
+        room: Any = None,
+        skip_sid: Any = None,
+        callback: Any = None,
+        to: Any = None,
+        **kwargs: Any,
+    ) -> None:
+        target = to or room
+        ns = namespace or "/"
+        if (
+            callback is None
+            and not kwargs.get("ignore_queue")
+            and isinstance(target, str)
+            and target in self.rooms.get(ns, {}).get(None, ())
+        ):
+            # A sid lives on one node, this one: its private events need not cross Redis.
+            if self.tails:
+                skip_sid = self.tails.skip(event, data, skip_sid)
+            kwargs["ignore_queue"] = True
+        await super().emit(
+            event,
+            data,
+            namespace=namespace,
+            room=room,
+            skip_sid=skip_sid,
+            callback=callback,
+            to=to,
+            **kwargs,
+        )
 
     async def _handle_emit(self, message: dict[str, Any]) -> None:
         if self.tails:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import secrets
 from typing import Any
 
-import redis.asyncio as aioredis
 import socketio
 from fastapi import FastAPI
 
@@ -33,6 +32,7 @@ from server.routes import auth_router, web_routes
 from server.settings import Settings
 from services.generations import GenerationRegistry
 from services.limits import MemoryConnectionCounter, MemoryRateLimiter
+from services.redis_client import redis_client
 from services.redis_rooms import RedisRoomStore
 from services.rooms import MemoryRoomStore, RoomStore
 from services.streamlog import MemoryStreamLog
@@ -96,7 +96,7 @@ def create_app(settings: Settings) -> RelayApp:
     connections = Connections()
     counter = MemoryConnectionCounter(settings.max_connections_per_user)
     tails = TailRegistry()
-    redis = aioredis.from_url(settings.redis_url) if settings.redis_url else None
+    redis = redis_client(settings.redis_url) if settings.redis_url else None
     manager: MemoryManager | RedisManager = (
         RedisManager(settings.redis_url, tails, channel=settings.redis_key_prefix + "socketio")
         if settings.redis_url
