@@ -108,10 +108,19 @@ class RoomEvents:
             await self.store.connected(conn.conn_id)
 
     async def disconnected(self, conn: Connection) -> None:
+        try:
+            for room in sorted(conn.rooms):
+                await self._left(conn, room)
+            with contextlib.suppress(RoomsUnavailable):
+                await self.store.disconnected(conn.conn_id)
+        except Exception:
+            logger.exception("leaving the rooms of %s failed", conn.conn_id)
+
+    async def refreshed(self, conn: Connection) -> None:
+        """A new token may allow fewer rooms: leave those it does not allow."""
         for room in sorted(conn.rooms):
-            await self._left(conn, room)
-        with contextlib.suppress(RoomsUnavailable):
-            await self.store.disconnected(conn.conn_id)
+            if not room_allowed(conn.identity.claims, room):
+                await self._left(conn, room)
 
     async def _left(self, conn: Connection, room: str) -> None:
         conn.rooms.discard(room)

@@ -202,6 +202,8 @@ class SocketIOEvents:
     async def on_refresh(self, conn: Connection, data: Any) -> Payload:
         expires_at = self.relay.refresh(conn, data)
         conn.schedule_expiry(self._expired)
+        if self.rooms is not None:
+            await self.rooms.refreshed(conn)
         return {"ok": True, "expires_at": int(expires_at)}
 
     async def aclose(self) -> None:

@@ -246,6 +246,26 @@ async def test_rooms_claim_restricts_joins(server: RunningServer, recorders: Fac
     assert (await anyone.call("join", {"room": "lobby"}))["ok"] is True
 
 
+async def test_a_refreshed_token_without_the_room_leaves_it(
+    server: RunningServer, recorders: Factory
+) -> None:
+    tess = await member(server.url, recorders, "tess", rooms=["team-*"])
+    bob = await member(server.url, recorders, "bob")
+    await tess.call("join", {"room": "team-red"})
+    await bob.call("join", {"room": "team-red"})
+    await wait_presence(bob, "team-red", ["tess", "bob"])
+    narrower = make_token("tess", name="Tess", rooms=["support"])
+    assert (await tess.call("refresh", {"token": narrower}))["ok"] is True
+    await wait_presence(bob, "team-red", ["bob"])
+    refused = await tess.call("chat", say("still here?", "team-red", "t1"))
+    assert refused["error"]["code"] == "forbidden"
+    await bob.call("chat", say("tess is gone", "team-red", "b1"))
+    assert (await bob.terminal("b1"))[0] == "done"
+    await asyncio.sleep(0.3)
+    assert tess.of("b1") == []
+    assert (await tess.call("join", {"room": "team-red"}))["error"]["code"] == "forbidden"
+
+
 async def test_model_gets_the_room_conversation_in_order(
     server: RunningServer, recorders: Factory, upstream: UpstreamDouble
 ) -> None:
