@@ -4,10 +4,10 @@ Keys, all under the configured prefix ``P``:
 
 * ``P room:<room>:conns``   hash  conn_id → ``{"id", "name", "node", "t"}`` (JSON)
 * ``P room:<room>:history`` list  of ``message`` payloads (JSON), newest last
-* ``P node:<node>``         string with a TTL: the node is alive while it exists
-* ``P node:<node>:members`` set   ``"<room>|<conn_id>"`` of the node's memberships
-* ``P node:<node>:sids``    set   the node's connection ids (room names may not equal one)
-* ``P nodes``               set   every node id ever seen and not yet swept
+* ``P rooms:node:<node>``         string with a TTL: the node is alive while it exists
+* ``P rooms:node:<node>:members`` set ``"<room>|<conn_id>"`` of the node's memberships
+* ``P rooms:node:<node>:sids``    set the node's connection ids (no room may be named so)
+* ``P rooms:nodes``               set every node id seen and not yet swept
 
 A node's own connections are the truth: it heartbeats its marker, and after any failed
 write (or when its marker was gone, e.g. Redis restarted empty) it re-asserts all of
@@ -75,11 +75,11 @@ class RedisRoomStore:
         return f"{self._p}room:{room}:history"
 
     def _node(self, node: str, part: str = "") -> str:
-        return f"{self._p}node:{node}{part}"
+        return f"{self._p}rooms:node:{node}{part}"
 
     @property
     def _nodes(self) -> str:
-        return f"{self._p}nodes"
+        return f"{self._p}rooms:nodes"
 
     # -- helpers ---------------------------------------------------------------------
 

@@ -295,7 +295,7 @@ async def test_uvicorn_workers_share_rooms_over_websocket(
         while True:
             with suppress(aiohttp.ClientError):
                 if (await readiness(url))[1]["checks"]["redis"] == "ok":
-                    workers = await client.smembers(prefix + "nodes")
+                    workers = await client.smembers(prefix + "rooms:nodes")
                     if len(workers) == 2:
                         break
             assert time.monotonic() < deadline, "workers did not start"
@@ -307,7 +307,7 @@ async def test_uvicorn_workers_share_rooms_over_websocket(
             await rec.call("join", {"room": "lobby"})
             clients.append(rec)
             per_node = [
-                await client.scard(f"{prefix}node:{node.decode()}:sids") for node in workers
+                await client.scard(f"{prefix}rooms:node:{node.decode()}:sids") for node in workers
             ]
             if len(clients) >= 2 and all(per_node):
                 break

@@ -99,9 +99,9 @@ async def test_a_dead_node_disappears_and_is_swept(
     assert await one.members("lobby") == [ALICE]
     assert not await one.is_connection("c2")
     assert await one.maintain(nothing_local) == ["lobby"]
-    assert not await client.exists(f"{key_prefix}node:two:members")
+    assert not await client.exists(f"{key_prefix}rooms:node:two:members")
     assert await client.hkeys(f"{key_prefix}room:lobby:conns") == [b"c1"]
-    assert await client.smembers(f"{key_prefix}nodes") == {b"one"}
+    assert await client.smembers(f"{key_prefix}rooms:nodes") == {b"one"}
 
 
 async def test_a_node_reasserts_its_connections_after_redis_lost_them(
@@ -134,7 +134,7 @@ async def test_a_graceful_stop_removes_the_nodes_memberships(
     await two.join("lobby", "c2", BOB)
     assert await one.aclose() == ["lobby"]
     assert await two.members("lobby") == [BOB]
-    assert await client.smembers(f"{key_prefix}nodes") == {b"two"}
+    assert await client.smembers(f"{key_prefix}rooms:nodes") == {b"two"}
 
 
 async def test_redis_down_is_reported_as_unavailable() -> None:
