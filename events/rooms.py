@@ -34,6 +34,7 @@ from services.rooms import (
     conversation,
     new_message,
 )
+from services.streamlog import StreamLog
 
 logger = logging.getLogger(__name__)
 
@@ -83,6 +84,7 @@ class RoomEvents:
         max_rooms_per_connection: int,
         context_chars: int,
         default_model: str,
+        log: StreamLog | None = None,
         maintain_every_s: float = 5.0,
     ) -> None:
         self._sio = sio
@@ -91,6 +93,7 @@ class RoomEvents:
         self.max_rooms = max_rooms_per_connection
         self.context_chars = context_chars
         self.default_model = default_model
+        self.log = log
         self.maintain_every_s = maintain_every_s
         self._task: asyncio.Task[None] | None = None
 
@@ -191,6 +194,15 @@ class RoomEvents:
             raise ProtocolError(ErrorCode.FORBIDDEN, "Join the room before chatting in it.")
         if not room_allowed(conn.identity.claims, room):
             raise ProtocolError(ErrorCode.FORBIDDEN, "Your token does not allow this room.")
+        if req.request_id is not None and self.log is not None:
+            # Every member sees the room's streams: one id, one stream (resume finds it).
+            meta = await self.log.find_in_room(room, req.request_id)
+            if meta is not None and meta.owner != conn.identity.sub:
+                raise ProtocolError(
+                    ErrorCode.INVALID_PAYLOAD,
+                    "Another member's request in this room has this request_id.",
+                    details=[{"field": "request_id", "message": "in use in this room"}],
+                )
         author = member_of(conn.identity)
         new = [
             new_message(

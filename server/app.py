@@ -145,6 +145,7 @@ def create_app(settings: Settings) -> RelayApp:
         max_rooms_per_connection=settings.max_rooms_per_connection,
         context_chars=settings.room_context_chars,
         default_model=settings.default_model,
+        log=log,
     )
     relay.room_hook = rooms.chat_hook
     sio_events = SocketIOEvents(

@@ -349,6 +349,24 @@ async def test_members_chat_at_once(server: RunningServer, recorders: Factory) -
     assert sorted(m["role"] for m in history) == ["assistant", "assistant", "user", "user"]
 
 
+async def test_a_request_id_names_one_stream_per_room(
+    server: RunningServer, recorders: Factory
+) -> None:
+    alice = await member(server.url, recorders, "alice")
+    bob = await member(server.url, recorders, "bob")
+    await alice.call("join", {"room": "lobby"})
+    await bob.call("join", {"room": "lobby"})
+    await alice.call("chat", say("mine", "lobby", "dup"))
+    assert (await bob.terminal("dup"))[0] == "done"
+    refused = await bob.call("chat", say("mine too", "lobby", "dup"))
+    assert refused["error"]["code"] == "invalid_payload"
+    assert refused["error"]["details"][0]["field"] == "request_id"
+    assert (await bob.call("chat", say("private", None, "dup")))["ok"] is True  # not a room
+    assert (await alice.call("chat", say("again", "lobby", "dup")))["ok"] is True  # her own
+    await asyncio.sleep(0.3)
+    assert sum(1 for e, _ in bob.events if e == "message") == 2  # bob's refused one: not posted
+
+
 async def test_a_failed_answer_keeps_the_question_only(
     server: RunningServer, recorders: Factory
 ) -> None:
