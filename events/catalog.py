@@ -71,6 +71,7 @@ CLIENT_EVENTS: tuple[EventDoc, ...] = (
             ErrorCode.TOO_MANY_STREAMS,
             ErrorCode.FORBIDDEN,
             ErrorCode.SERVER_SHUTDOWN,
+            ErrorCode.INTERNAL,
         ),
         examples=(
             {"request_id": "req-1", "messages": _MSG, "model": "openai/gpt-4o-mini"},
@@ -99,9 +100,12 @@ CLIENT_EVENTS: tuple[EventDoc, ...] = (
         "Join a room.",
         "Names are 1-64 characters of `[A-Za-z0-9_.:-]`; names starting with `_` or equal "
         "to a connection id are `forbidden`, as is joining more than "
-        "`MAX_ROOMS_PER_CONNECTION` rooms. Members get a `presence` event.",
+        "`MAX_ROOMS_PER_CONNECTION` rooms; so is a room the token's optional `rooms` claim "
+        "(fnmatch patterns) does not allow. Members get a `presence` event. With "
+        "`REDIS_URL`, while Redis is unreachable `join` (and `chat` with `room`) is "
+        "refused with a retryable `internal`.",
         acks=(m.JoinAck,),
-        errors=(*_VALIDATION, ErrorCode.FORBIDDEN),
+        errors=(*_VALIDATION, ErrorCode.FORBIDDEN, ErrorCode.INTERNAL),
         examples=({"room": "lobby"},),
         tags=("rooms",),
     ),

@@ -343,9 +343,13 @@ class ChatPipeline:
             outcome = "cancelled"
         try:
             await self._log.close(gen.key, event, payload)
-            await sink.emit(event, payload)
             if on_finish is not None and event == "done" and out.tokens:
-                await on_finish(gen.request_id, "".join(out.text), out.finish_reason)
+                # Before ``done`` goes out: whoever sees it and then looks finds the reply.
+                try:
+                    await on_finish(gen.request_id, "".join(out.text), out.finish_reason)
+                except Exception:
+                    logger.exception("on_finish of request %s failed", gen.request_id)
+            await sink.emit(event, payload)
         except Exception:
             logger.exception("delivering the end of request %s failed", gen.request_id)
         finally:

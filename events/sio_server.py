@@ -6,18 +6,30 @@
   are not also delivered live to it: the managers skip such sids on this node, so a
   resumed client sees every token exactly once.  Works for the in-memory manager and,
   on every node, for the Redis manager.
+* The Redis manager keeps a local sid's events off Redis (a sid lives on one node),
+  never lets a Redis outage hold up local delivery, and recovers by itself.
+* Local delivery encodes an event once and queues it on each recipient's socket
+  (``emit_here``), instead of python-socketio's task per recipient: the token path.
 """
 
 from __future__ import annotations
 
-from collections.abc import Container
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Container
 from typing import Any
 
 import orjson
+import redis.asyncio as aioredis
 import socketio
 from engineio import packet as eio_packet
 
 from events.eio_socket import RelayEngineServer
+from services.redis_client import redis_client
+
+logger = logging.getLogger(__name__)
 
 RESERVED_EVENTS = frozenset({"connect", "connect_error", "disconnect", "__disconnect_final"})
 _STREAM_EVENTS = frozenset({"token", "done", "error"})
@@ -66,6 +78,18 @@ class RelayServer(socketio.AsyncServer):  # type: ignore[misc]
 
     def _engineio_server_class(self) -> type[RelayEngineServer]:
         return RelayEngineServer  # leaner WebSocket loop per connection (events/eio_socket.py)
+
+    def start_manager(self) -> None:
+        """Start the client manager now (python-socketio waits for the first client),
+        so a node receives other nodes' events, and reports on Redis, from the start."""
+        if not getattr(self, "manager_initialized", False):
+            self.manager_initialized = True
+            self.manager.initialize()
+
+    async def stop_manager(self) -> None:
+        close = getattr(self.manager, "aclose", None)
+        if close is not None:
+            await close()
 
     async def _handle_event(self, eio_sid: str, namespace: str | None, id: Any, data: Any) -> None:
         if not isinstance(data, list) or not data or not isinstance(data[0], str):
@@ -160,9 +184,121 @@ async def emit_here(
 
 
 class RedisManager(socketio.AsyncRedisManager):  # type: ignore[misc]
-    def __init__(self, url: str, tails: TailRegistry, channel: str = "llm-relay") -> None:
+    """Events between nodes over Redis pub/sub (JSON; python-socketio ≥ 5.14 never pickles).
+
+    Kinder to a Redis outage than the base class: local delivery never waits for Redis
+    (after a failed publish, publishing pauses for ``retry_s`` instead of failing twice
+    per event and logging each), and the subscriber reconnects with a backoff capped at
+    ``retry_s`` (not 60 s), so cross-node delivery resumes soon after Redis is back.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        tails: TailRegistry,
+        channel: str = "llm-relay",
+        *,
+        retry_s: float = 1.0,
+    ) -> None:
         super().__init__(url, channel=channel)
         self.tails = tails
+        self.retry_s = retry_s
+        self.listening = False
+        self._client: aioredis.Redis | None = None
+        self._paused_until = 0.0
+        self._outage = False
+
+    @property
+    def relaying(self) -> bool:
+        """Subscribed, and the last publish (if any failed) is past its pause."""
+        return self.listening and time.monotonic() >= self._paused_until
+
+    def _redis(self) -> aioredis.Redis:
+        if self._client is None:
+            self._client = redis_client(self.redis_url, socket_timeout=5)
+        return self._client
+
+    def _trouble(self, what: str, exc: Exception) -> None:
+        if not self._outage:
+            self._outage = True
+            logger.warning("Redis %s failed, cross-node delivery degraded: %s", what, exc)
+
+    def _recovered(self) -> None:
+        if self._outage:
+            self._outage = False
+            logger.info("Redis reachable again, cross-node delivery restored")
+
+    async def _publish(self, data: Any) -> Any:
+        if time.monotonic() < self._paused_until:
+            return None
+        try:
+            result = await self._redis().publish(self.channel, self.json.dumps(data))
+        except Exception as exc:
+            self._paused_until = time.monotonic() + self.retry_s
+            self._trouble("publish", exc)
+            return None
+        if self.listening:
+            self._recovered()
+        return result
+
+    async def _redis_listen_with_retries(self) -> AsyncIterator[Any]:
+        delay = 0.1
+        while True:
+            pubsub = self._redis().pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(self.channel)
+                self.listening = True
+                self._paused_until = 0.0
+                self._recovered()
+                delay = 0.1
+                async for message in pubsub.listen():
+                    yield message
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self._trouble("subscription", exc)
+            finally:
+                self.listening = False
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, self.retry_s)
+
+    async def emit(
+        self,
+        event: str,
+        data: Any,
+        namespace: str | None = None,
+        room: Any = None,
+        skip_sid: Any = None,
+        callback: Any = None,
+        to: Any = None,
+        **kwargs: Any,
+    ) -> None:
+        target = to or room
+        ns = namespace or "/"
+        if (
+            callback is None
+            and not kwargs.get("ignore_queue")
+            and isinstance(target, str)
+            and target in self.rooms.get(ns, {}).get(None, ())
+        ):
+            # A sid lives on one node, this one: its private events need not cross Redis.
+            if self.tails:
+                skip_sid = self.tails.skip(event, data, skip_sid)
+            if await emit_here(self, event, data, ns, target, skip_sid):
+                return
+            kwargs["ignore_queue"] = True
+        await super().emit(
+            event,
+            data,
+            namespace=namespace,
+            room=room,
+            skip_sid=skip_sid,
+            callback=callback,
+            to=to,
+            **kwargs,
+        )
 
     async def _handle_emit(self, message: dict[str, Any]) -> None:
         if self.tails:
@@ -172,4 +308,29 @@ class RedisManager(socketio.AsyncRedisManager):  # type: ignore[misc]
             message["skip_sid"] = self.tails.skip(
                 message.get("event", ""), payload, message.get("skip_sid")
             )
+        data = message.get("data")
+        if (
+            message.get("callback") is None
+            and not message.get("binary")
+            and isinstance(data, list)
+            and len(data) == 1
+            and await emit_here(
+                self,
+                message.get("event", ""),
+                data[0],
+                message.get("namespace") or "/",
+                message.get("room"),
+                message.get("skip_sid"),
+            )
+        ):
+            return
         await super()._handle_emit(message)
+
+    async def aclose(self) -> None:
+        task = getattr(self, "thread", None)
+        if isinstance(task, asyncio.Future) and not task.done():
+            task.cancel()
+            await asyncio.wait([task], timeout=5)
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None

@@ -17,6 +17,7 @@ from events.errors import ErrorCode, ProtocolError, to_protocol_error
 from events.extension import EventContext, EventSpec
 from events.pipeline import Payload
 from events.relay import Relay, claimed_request_id
+from events.rooms import RoomEvents, room_channel
 from events.sio_server import RESERVED_EVENTS, TailRegistry
 from services.limits import ConnectionCounter
 
@@ -33,6 +34,8 @@ class SioSink:
     __slots__ = ("_emit", "_to")
 
     def __init__(self, sio: socketio.AsyncServer, to: str) -> None:
+        if not to:  # python-socketio reads a missing target as "everyone"
+            raise ValueError("a sink needs a target")
         self._emit = sio.emit
         self._to = to
 
@@ -70,6 +73,7 @@ class SocketIOEvents:
         connection_counter: ConnectionCounter,
         tails: TailRegistry,
         session_info: Callable[[], Payload],
+        rooms: RoomEvents | None = None,
     ) -> None:
         self.sio = sio
         self.relay = relay
@@ -78,6 +82,7 @@ class SocketIOEvents:
         self.counter = connection_counter
         self.tails = tails
         self.session_info = session_info
+        self.rooms = rooms
         self._tasks: set[asyncio.Task[Any]] = set()
 
     def register(self) -> None:
@@ -88,6 +93,8 @@ class SocketIOEvents:
         on("cancel", self.on_cancel)
         on("resume", self.on_resume)
         on("refresh", self.on_refresh)
+        on("join", self.on_join)
+        on("leave", self.on_leave)
 
     def add_event(self, spec: EventSpec) -> None:
         """Serve an extension's client event (validation, error acks as for core events)."""
@@ -130,6 +137,8 @@ class SocketIOEvents:
         conn = Connection(sid, identity, TRANSPORT)
         self.connections.add(conn)
         conn.schedule_expiry(self._expired)
+        if self.rooms is not None:
+            await self.rooms.connected(conn)
         session = {"sid": sid, "user": identity.user, **self.session_info()}
         self._spawn(self.sio.emit("session", session, to=sid))
 
@@ -143,6 +152,8 @@ class SocketIOEvents:
         )
         self.relay.connection_closed(conn, deliberate=deliberate)
         await self.counter.release(conn.identity.sub, sid)
+        if self.rooms is not None:
+            await self.rooms.disconnected(conn)
 
     def _expired(self, conn: Connection) -> None:
         self._spawn(self._close_expired(conn))
@@ -159,7 +170,8 @@ class SocketIOEvents:
     async def on_chat(self, conn: Connection, data: Any) -> Payload:
         try:
             target = data.get("room") if isinstance(data, dict) else None
-            sink = SioSink(self.sio, target if isinstance(target, str) else conn.conn_id)
+            to = room_channel(target) if isinstance(target, str) and target else conn.conn_id
+            sink = SioSink(self.sio, to)
             request_id = await self.relay.chat(conn, data, sink)
         except Exception as exc:
             error = to_protocol_error(exc).to_wire()
@@ -192,9 +204,23 @@ class SocketIOEvents:
         return {"ok": True}
 
     @_acked
+    async def on_join(self, conn: Connection, data: Any) -> Payload:
+        if self.rooms is None:
+            raise ProtocolError(ErrorCode.NOT_FOUND, "Rooms are not enabled.")
+        return await self.rooms.join(conn, data)
+
+    @_acked
+    async def on_leave(self, conn: Connection, data: Any) -> Payload:
+        if self.rooms is None:
+            raise ProtocolError(ErrorCode.NOT_FOUND, "Rooms are not enabled.")
+        return await self.rooms.leave(conn, data)
+
+    @_acked
     async def on_refresh(self, conn: Connection, data: Any) -> Payload:
         expires_at = self.relay.refresh(conn, data)
         conn.schedule_expiry(self._expired)
+        if self.rooms is not None:
+            await self.rooms.refreshed(conn)
         return {"ok": True, "expires_at": int(expires_at)}
 
     async def aclose(self) -> None:

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True, slots=True)
 class CheckResult:
-    status: str  # "ok", "disabled", "simulator", or what is wrong
+    status: str  # "ok", "disabled", "simulator", "degraded", or what is wrong
     ready: bool  # does this status keep the server out of rotation?
+    degraded: bool = False  # ready, but with a dependency down (reported, not fatal)
 
 
 Check = Callable[[], Awaitable[CheckResult]]
@@ -31,6 +34,24 @@ def flag_check(name: str, is_set: Callable[[], bool]) -> Check:
 
     async def check() -> CheckResult:
         return CheckResult(name, False) if is_set() else CheckResult("ok", True)
+
+    return check
+
+
+def redis_check(
+    ping: Callable[[], Awaitable[Any]], relaying: Callable[[], bool], timeout_s: float = 1.0
+) -> Check:
+    """Redis down leaves the node ready (local clients keep working) but ``degraded``:
+    cross-node delivery, shared rooms and history wait for it to come back."""
+
+    async def check() -> CheckResult:
+        try:
+            await asyncio.wait_for(ping(), timeout_s)
+        except Exception:
+            return CheckResult("degraded", True, degraded=True)
+        if not relaying():
+            return CheckResult("degraded", True, degraded=True)
+        return CheckResult("ok", True)
 
     return check
 

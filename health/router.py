@@ -57,8 +57,11 @@ def health_router(version: str, checks: Mapping[str, Check]) -> APIRouter:
         names = list(checks)
         results = await asyncio.gather(*(checks[name]() for name in names))
         ok = all(result.ready for result in results)
+        status = "unavailable" if not ok else "ok"
+        if ok and any(result.degraded for result in results):
+            status = "degraded"
         body = Readiness(
-            status="ok" if ok else "unavailable",
+            status=status,
             checks={name: result.status for name, result in zip(names, results, strict=True)},
         )
         return JSONResponse(body.model_dump(), status_code=200 if ok else 503)

@@ -11,7 +11,6 @@ import secrets
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-import redis.asyncio as aioredis
 import socketio
 from fastapi import FastAPI
 
@@ -23,10 +22,11 @@ from events.connections import Connections
 from events.errors import ErrorCode
 from events.pipeline import ChatPipeline, PipelineConfig
 from events.relay import Relay
-from events.sio_server import MemoryManager, RelayServer, TailRegistry
+from events.rooms import RoomEvents
+from events.sio_server import MemoryManager, RedisManager, RelayServer, TailRegistry
 from events.socketio import SocketIOEvents
 from events.websocket import WebSocketEndpoint
-from health.checks import disabled_check, flag_check, upstream_check
+from health.checks import disabled_check, flag_check, redis_check, upstream_check
 from health.router import health_router
 from server import __version__
 from server.apidocs import HTTP_DESCRIPTION, OPENAPI_TAGS, event_docs_router
@@ -38,6 +38,9 @@ from server.routes import auth_router, web_routes
 from server.settings import Settings
 from services.generations import GenerationRegistry
 from services.limits import MemoryConnectionCounter, MemoryRateLimiter
+from services.redis_client import redis_client
+from services.redis_rooms import RedisRoomStore
+from services.rooms import MemoryRoomStore, RoomStore
 from services.streamlog import MemoryStreamLog
 
 
@@ -142,9 +145,15 @@ def create_app(settings: Settings, extensions: Sequence[Extension] | None = None
     metrics.watch(connections, registry)
     counter = MemoryConnectionCounter(settings.max_connections_per_user)
     tails = TailRegistry()
+    redis = redis_client(settings.redis_url) if settings.redis_url else None
+    manager: MemoryManager | RedisManager = (
+        RedisManager(settings.redis_url, tails, channel=settings.redis_key_prefix + "socketio")
+        if settings.redis_url
+        else MemoryManager(tails)
+    )
     sio = RelayServer(
         async_mode="asgi",
-        client_manager=MemoryManager(tails),
+        client_manager=manager,
         cors_allowed_origins=counting_refusals(origins.allows_environ, metrics),
         max_http_buffer_size=settings.max_frame_bytes,
         json=OrjsonShim,
@@ -165,8 +174,31 @@ def create_app(settings: Settings, extensions: Sequence[Extension] | None = None
             "protocol": 1,
         }
 
+    room_store: RoomStore = (
+        RedisRoomStore(
+            redis,
+            prefix=settings.redis_key_prefix,
+            history_limit=settings.room_history_limit,
+            max_age_s=settings.room_history_max_age_s,
+        )
+        if redis is not None
+        else MemoryRoomStore(
+            history_limit=settings.room_history_limit,
+            max_age_s=settings.room_history_max_age_s,
+        )
+    )
+    rooms = RoomEvents(
+        sio,
+        room_store,
+        connections,
+        max_rooms_per_connection=settings.max_rooms_per_connection,
+        context_chars=settings.room_context_chars,
+        default_model=settings.default_model,
+        log=log,
+    )
+    relay.room_hook = rooms.chat_hook
     sio_events = SocketIOEvents(
-        sio, relay, authenticator, connections, counter, tails, session_info
+        sio, relay, authenticator, connections, counter, tails, session_info, rooms
     )
     sio_events.register()
     for extension in extensions:
@@ -175,7 +207,6 @@ def create_app(settings: Settings, extensions: Sequence[Extension] | None = None
     ws_endpoint = WebSocketEndpoint(
         relay, authenticator, origins, connections, counter, settings.max_payload_bytes
     )
-    redis = aioredis.from_url(settings.redis_url) if settings.redis_url else None
     runtime = Runtime(
         settings=settings,
         sio=sio,
@@ -187,6 +218,7 @@ def create_app(settings: Settings, extensions: Sequence[Extension] | None = None
         verifier=verifier,
         sio_events=sio_events,
         redis=redis,
+        rooms=rooms,
         metrics=metrics,
     )
 
@@ -205,7 +237,9 @@ def create_app(settings: Settings, extensions: Sequence[Extension] | None = None
                     configured=lambda: runtime.upstream_configured, demo=settings.demo
                 ),
                 "shutdown": flag_check("shutting_down", lambda: runtime.shutting_down),
-                "redis": disabled_check,
+                "redis": disabled_check
+                if redis is None or not isinstance(manager, RedisManager)
+                else redis_check(redis.ping, lambda: manager.relaying),
             },
         )
     )

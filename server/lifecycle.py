@@ -17,6 +17,7 @@ from auth.tokens import TokenVerifier
 from events.connections import Connections
 from events.pipeline import ChatPipeline
 from events.relay import Relay
+from events.rooms import RoomEvents
 from events.socketio import SocketIOEvents
 from server.metrics import RelayMetrics
 from server.settings import Settings
@@ -45,6 +46,7 @@ class Runtime:
     verifier: TokenVerifier
     sio_events: SocketIOEvents
     redis: aioredis.Redis | None = None  # set by create_app when REDIS_URL is given
+    rooms: RoomEvents | None = None
     metrics: RelayMetrics | None = None
     session: aiohttp.ClientSession | None = None
     simulator: Simulator | None = None
@@ -87,6 +89,9 @@ class Runtime:
         if self.metrics is not None:
             await self.metrics.start(s.metrics_refresh_s)
         self.upstream_configured = api_key is not None
+        self.sio.start_manager()
+        if self.rooms is not None:
+            await self.rooms.start()
         if api_key is None:
             logger.warning("OPENROUTER_API_KEY is not set: chats will fail with upstream_auth")
 
@@ -104,6 +109,9 @@ class Runtime:
         await self.sio_events.aclose()
         await self.relay.aclose()
         await self.log.aclose()
+        if self.rooms is not None:
+            await self.rooms.aclose()
+        await self.sio.stop_manager()
         for cleanup in self.extra_cleanup:
             result = cleanup()
             if asyncio.iscoroutine(result):

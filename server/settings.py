@@ -82,6 +82,7 @@ class Settings(BaseSettings):
 
     # multi-node
     redis_url: str | None = None
+    redis_key_prefix: str = "llm-relay:"  # every Redis key and channel of ours starts with it
 
     # limits
     max_payload_bytes: int = Field(1_000_000, gt=0)
@@ -98,6 +99,7 @@ class Settings(BaseSettings):
     room_history_limit: int = Field(50, gt=0)
     room_context_chars: int = Field(200_000, gt=0)
     token_coalesce_ms: float = Field(20, ge=0, le=1000)  # 0 = one event per upstream read
+    room_history_max_age_s: float = Field(7 * 86_400, gt=0)
     shutdown_grace_s: float = Field(20, ge=0)
 
     # serving
