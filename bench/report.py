@@ -216,3 +216,19 @@ def write_chart(report: dict[str, Any], path: Path) -> Path | None:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m bench.report RESULT.json``: print a saved run's table again."""
+    import argparse
+    import json
+
+    parser = argparse.ArgumentParser(prog="python -m bench.report")
+    parser.add_argument("result", type=Path)
+    args = parser.parse_args(argv)
+    print_report(json.loads(args.result.read_text()))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
