@@ -156,12 +156,16 @@ def table(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def print_report(report: dict[str, Any]) -> None:
-    m = report["machine"]
-    print(
-        f"\nmachine: {m['cpu']}, {m['cores']} cores, {m['memory_gb']} GB, Python {m['python']},"
-        f" Node {m['node']}"
+def describe_machine(m: dict[str, Any]) -> str:
+    mhz = f" @ {m['cpu_mhz']} MHz" if m.get("cpu_mhz") else ""
+    return (
+        f"machine: {m['cores']} x {m['cpu']}{mhz}, {m['memory_gb']} GB RAM, Linux {m['kernel']},"
+        f" Python {m['python']}, Node {m['node']}"
     )
+
+
+def print_report(report: dict[str, Any]) -> None:
+    print("\n" + describe_machine(report["machine"]))
     print(table(report))
     print("\nacceptance (issue 10):")
     for item in report.get("acceptance", []):

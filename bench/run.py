@@ -68,12 +68,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def machine() -> dict[str, Any]:
-    model = ""
+    model, mhz = "", ""
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
+            if line.startswith("model name") and not model:
                 model = line.split(":", 1)[1].strip()
-                break
+            if line.startswith("cpu MHz") and not mhz:
+                mhz = line.split(":", 1)[1].strip()
     mem_kb = 0
     with contextlib.suppress(OSError, ValueError, IndexError):
         mem_kb = int(Path("/proc/meminfo").read_text().split("\n")[0].split()[1])
@@ -95,6 +96,7 @@ def machine() -> dict[str, Any]:
     ).stdout.strip()
     return {
         "cpu": model,
+        "cpu_mhz": round(float(mhz)) if mhz else None,
         "cores": os.cpu_count(),
         "memory_gb": round(mem_kb / 1024 / 1024, 1),
         "kernel": platform.release(),
