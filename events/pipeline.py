@@ -253,6 +253,7 @@ class ChatPipeline:
         on_finish: OnFinish | None,
     ) -> None:
         started = time.monotonic()
+        gen.started = True
         out = _Outcome(model=body["model"])
         base: Payload = {"request_id": gen.request_id}
         if gen.room is not None:
@@ -261,6 +262,8 @@ class ChatPipeline:
         terminal: tuple[str, Payload]
         code: str | None = None
         try:
+            if gen.stop_reason is not None:
+                raise asyncio.CancelledError  # stopped before it began (Generation.stop)
             async for batch in upstream.stream(body):
                 content = self._absorb(batch, out)
                 if sink.wants_raw:
@@ -294,6 +297,7 @@ class ChatPipeline:
             terminal = ("error", {**base, **error.to_wire()})
         event, payload = terminal
         outcome = "error" if event == "error" else payload["finish_reason"]
+        gen.ending = True  # no more stops: the terminal event must go out
         try:
             await self._log.close(gen.key, event, payload)
             await sink.emit(event, payload)
