@@ -30,9 +30,11 @@ from server.jsonshim import OrjsonShim
 from server.lifecycle import Runtime, lifespan_for
 from server.routes import auth_router, web_routes
 from server.settings import Settings
+from services.bus import LocalBus, NodeBus, RedisBus, new_node_id
 from services.generations import GenerationRegistry
 from services.limits import MemoryConnectionCounter, MemoryRateLimiter
-from services.streamlog import MemoryStreamLog
+from services.redis_streamlog import RedisStreamLog
+from services.streamlog import MemoryStreamLog, StreamLog
 
 
 class ConfigError(Exception):
@@ -64,6 +66,22 @@ def build_verifier(settings: Settings) -> TokenVerifier:
     )
 
 
+def resume_parts(settings: Settings, redis: aioredis.Redis | None) -> tuple[StreamLog, NodeBus]:
+    """The stream log and the node bus: in memory, or in Redis (any node may resume)."""
+    if redis is None:
+        return MemoryStreamLog(retention_s=settings.resume_retention_s), LocalBus()
+    node_id = new_node_id()
+    log = RedisStreamLog(
+        redis,
+        prefix=settings.redis_key_prefix,
+        node_id=node_id,
+        retention_s=settings.resume_retention_s,
+        # a safety net only (refreshed while the stream writes): longer than any pause
+        live_ttl_s=settings.upstream_total_timeout_s + settings.resume_grace_s + 600,
+    )
+    return log, RedisBus(redis, prefix=settings.redis_key_prefix, node_id=node_id)
+
+
 def create_app(settings: Settings) -> RelayApp:
     verifier = build_verifier(settings)
     if not verifier.can_verify and not settings.allow_anonymous:
@@ -73,7 +91,8 @@ def create_app(settings: Settings) -> RelayApp:
         )
     authenticator = Authenticator(verifier, allow_anonymous=settings.allow_anonymous)
     origins = OriginPolicy(settings.cors_origins)
-    log = MemoryStreamLog(retention_s=settings.resume_retention_s)
+    redis = aioredis.from_url(settings.redis_url) if settings.redis_url else None
+    log, bus = resume_parts(settings, redis)
     registry = GenerationRegistry()
     pipeline = ChatPipeline(
         PipelineConfig(
@@ -89,7 +108,9 @@ def create_app(settings: Settings) -> RelayApp:
         registry=registry,
         rate_limiter=MemoryRateLimiter(settings.rate_limit_per_minute),
     )
-    relay = Relay(pipeline, log, registry, verifier, resume_grace_s=settings.resume_grace_s)
+    relay = Relay(
+        pipeline, log, registry, verifier, resume_grace_s=settings.resume_grace_s, bus=bus
+    )
     connections = Connections()
     counter = MemoryConnectionCounter(settings.max_connections_per_user)
     tails = TailRegistry()
@@ -123,7 +144,6 @@ def create_app(settings: Settings) -> RelayApp:
     ws_endpoint = WebSocketEndpoint(
         relay, authenticator, origins, connections, counter, settings.max_payload_bytes
     )
-    redis = aioredis.from_url(settings.redis_url) if settings.redis_url else None
     runtime = Runtime(
         settings=settings,
         sio=sio,

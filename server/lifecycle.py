@@ -79,6 +79,7 @@ class Runtime:
         self.pipeline.upstream = UpstreamClient(
             self.session, self.upstream_settings(base_url, api_key)
         )
+        await self.relay.start()
         self.upstream_configured = api_key is not None
         if api_key is None:
             logger.warning("OPENROUTER_API_KEY is not set: chats will fail with upstream_auth")

@@ -82,6 +82,7 @@ class Settings(BaseSettings):
 
     # multi-node
     redis_url: str | None = None
+    redis_key_prefix: str = "llm-relay:"  # every Redis key and channel of ours starts with it
 
     # limits
     max_payload_bytes: int = Field(1_000_000, gt=0)
