@@ -11,7 +11,7 @@ import logging
 import re
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from pydantic import ValidationError
 
@@ -41,6 +41,29 @@ M = TypeVar("M", bound=Inbound)
 ChatHook = Callable[
     [Connection, ChatRequest], Awaitable[tuple[list[Payload] | None, OnFinish | None]]
 ]
+
+
+class RelayObserver(Protocol):
+    """Metrics hooks for what happens around requests; the default does nothing."""
+
+    def rejected(self, transport: str, code: str) -> None: ...  # a chat not accepted
+    def resumed(self, transport: str, result: str) -> None: ...  # "ok" or an error code
+    def refused(self, transport: str, code: str) -> None: ...  # a connection refused
+
+
+class _NoObserver:
+    def rejected(self, transport: str, code: str) -> None:
+        pass
+
+    def resumed(self, transport: str, result: str) -> None:
+        pass
+
+    def refused(self, transport: str, code: str) -> None:
+        pass
+
+
+def _code(exc: Exception) -> str:
+    return exc.code.value if isinstance(exc, ProtocolError) else ErrorCode.INTERNAL.value
 
 
 def parse(model: type[M], data: Any) -> M:
@@ -73,8 +96,10 @@ class Relay:
         verifier: TokenVerifier,
         *,
         resume_grace_s: float,
+        observer: RelayObserver | None = None,
         bus: NodeBus | None = None,
     ) -> None:
+        self.observer: RelayObserver = observer or _NoObserver()
         self.pipeline = pipeline
         self.log = log
         self.registry = registry
@@ -97,6 +122,28 @@ class Relay:
         await self.bus.start(self._command)
 
     async def chat(self, conn: Connection, data: Any, sink: Sink, size: int | None = None) -> str:
+        try:
+            return await self._chat(conn, data, sink, size)
+        except Exception as exc:
+            code = _code(exc)
+            self.observer.rejected(conn.transport, code)
+            request_id = claimed_request_id(data)
+            logger.info(
+                "request %s rejected: %s",
+                request_id,
+                code,
+                extra={
+                    "event": "request",
+                    "request_id": request_id,
+                    "user_id": conn.identity.sub,
+                    "transport": conn.transport,
+                    "outcome": "rejected",
+                    "code": code,
+                },
+            )
+            raise
+
+    async def _chat(self, conn: Connection, data: Any, sink: Sink, size: int | None) -> str:
         req = self.pipeline.parse(data, size)
         messages: list[Payload] | None = None
         on_finish: OnFinish | None = None
@@ -172,6 +219,15 @@ class Relay:
         The owner's resume also tells the generation it is wanted again (stops its
         grace timer, here or on the node running it).
         """
+        try:
+            found = await self._find_resumable(conn, data)
+        except Exception as exc:
+            self.observer.resumed(conn.transport, _code(exc))
+            raise
+        self.observer.resumed(conn.transport, "ok")
+        return found
+
+    async def _find_resumable(self, conn: Connection, data: Any) -> tuple[StreamMeta, int]:
         req = parse(ResumeRequest, data)
         sub = conn.identity.sub
         meta = await self.log.meta(stream_key(sub, req.request_id))
