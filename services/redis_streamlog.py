@@ -66,7 +66,7 @@ logger = logging.getLogger(__name__)
 HEARTBEAT_S = 5.0
 HEARTBEAT_TTL_MS = 15_000
 READ_COUNT = 1000
-WRITE_RETRIES = 5
+WRITE_ATTEMPTS = 2  # the client already retries a dropped connection once
 MAX_PENDING = 2000  # queued events per stream before append waits for the writer
 
 # Add a key to the request-id index and make the index live as long as its longest member.
@@ -115,7 +115,8 @@ class _Writer:
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     drained: asyncio.Event = field(default_factory=asyncio.Event)
     refreshed_at: float = field(default_factory=time.monotonic)
-    task: asyncio.Task[None] | None = None
+    task: asyncio.Task[None] | None = None  # None: Redis was out at open, nothing is kept
+    broken: bool = False  # a write failed: only the terminal entry is still tried
 
 
 class RedisStreamLog:
@@ -129,6 +130,7 @@ class RedisStreamLog:
         live_ttl_s: float,
         max_events: int = 100_000,
         block_s: float = 5.0,
+        op_timeout_s: float = 5.0,
     ) -> None:
         self._redis = redis
         self._prefix = prefix
@@ -137,6 +139,7 @@ class RedisStreamLog:
         self._live_ttl_ms = max(int(live_ttl_s * 1000), self._retention_ms)
         self._max_events = max_events
         self._block_ms = max(int(block_s * 1000), 1)
+        self._op_timeout_s = op_timeout_s
         self._writers: dict[str, _Writer] = {}
         self.batches_written = 0  # round trips that stored events (for metrics)
         self.events_written = 0
@@ -175,15 +178,24 @@ class RedisStreamLog:
             "ended": "0",
         }
         mkey = self._meta_key(key)
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.delete(self._log_key(key), mkey)
-            pipe.hset(mkey, mapping=fields)
-            pipe.pexpire(mkey, self._live_ttl_ms)
-            await self._add_to_index(pipe, meta, self._live_ttl_ms)
-            await pipe.execute()
         writer = _Writer(meta)
-        writer.task = asyncio.create_task(self._write(writer))
         self._writers[key] = writer
+        try:
+            async with asyncio.timeout(self._op_timeout_s), self._redis.pipeline() as pipe:
+                pipe.delete(self._log_key(key), mkey)
+                pipe.hset(mkey, mapping=fields)
+                pipe.pexpire(mkey, self._live_ttl_ms)
+                await self._add_to_index(pipe, meta, self._live_ttl_ms)
+                await pipe.execute()
+        except (RedisError, OSError, TimeoutError) as exc:
+            # The answer still streams live; only resuming it will not be possible.
+            logger.warning(
+                "stream log: Redis unavailable (%s); request %s will not be resumable",
+                type(exc).__name__,
+                meta.request_id,
+            )
+            return
+        writer.task = asyncio.create_task(self._write(writer))
 
     async def _add_to_index(self, pipe: Any, meta: StreamMeta, ttl_ms: int) -> None:
         """Queue on ``pipe``: index ``meta.key`` under its request id until ``ttl_ms`` from now."""
@@ -196,17 +208,23 @@ class RedisStreamLog:
 
     async def append(self, key: str, event: str, payload: dict[str, Any]) -> None:
         writer = self._writers.get(key)
-        if writer is None or writer.closing:
+        if writer is None or writer.closing or writer.task is None:
             return
         writer.pending.append((writer.next_index, event, orjson.dumps(payload), False))
         writer.next_index += 1
         writer.wake.set()
-        if len(writer.pending) >= MAX_PENDING:  # Redis is slower than the upstream
-            writer.drained.clear()
-            await writer.drained.wait()
+        if len(writer.pending) >= MAX_PENDING and not writer.broken:
+            writer.drained.clear()  # Redis is slower than the upstream: wait, a while
+            try:
+                await asyncio.wait_for(writer.drained.wait(), self._op_timeout_s)
+            except TimeoutError:
+                self._break(writer)
 
     async def close(self, key: str, event: str, payload: dict[str, Any]) -> None:
-        """Queue the terminal event and wait until it (and all before it) is stored."""
+        """Queue the terminal event and wait until it (and all before it) is stored.
+
+        The wait is bounded: a Redis that hangs must not hold back the live terminal.
+        """
         writer = self._writers.get(key)
         if writer is None or writer.closing:
             return
@@ -216,70 +234,91 @@ class RedisStreamLog:
         writer.wake.set()
         try:
             if writer.task is not None:
-                await asyncio.shield(writer.task)
+                await asyncio.wait_for(asyncio.shield(writer.task), 2 * self._op_timeout_s)
+        except TimeoutError:
+            logger.warning("stream log: the end of request %s is not stored", key)
         finally:
             if self._writers.get(key) is writer:
                 del self._writers[key]
+
+    def _break(self, writer: _Writer) -> None:
+        if not writer.broken:
+            writer.broken = True
+            writer.pending = [entry for entry in writer.pending if entry[3]]
+            logger.error(
+                "stream log: Redis failed; the rest of request %s is not kept (a resume "
+                "of it ends with an error)",
+                writer.meta.request_id,
+            )
 
     async def _write(self, writer: _Writer) -> None:
         while True:
             await writer.wake.wait()
             writer.wake.clear()
             batch, writer.pending = writer.pending, []
-            if batch:
-                await self._flush(writer, batch)
+            if writer.broken:  # only the terminal entry: readers see the gap before it
+                batch = [entry for entry in batch if entry[3]]
+            if batch and not await self._flush(writer, batch):
+                self._break(writer)
             writer.drained.set()
             if writer.closing and not writer.pending:
                 return
 
-    async def _flush(self, writer: _Writer, batch: list[tuple[int, str, bytes, bool]]) -> None:
-        meta = writer.meta
-        lkey, mkey = self._log_key(meta.key), self._meta_key(meta.key)
+    async def _flush(self, writer: _Writer, batch: list[tuple[int, str, bytes, bool]]) -> bool:
+        """Store ``batch`` (in order, after what is stored); ``False`` if Redis failed."""
         ended = batch[-1][3]
         now = time.monotonic()
         refresh = ended or now - writer.refreshed_at > self._live_ttl_ms / 4000
-        ttl_ms = self._retention_ms if ended else self._live_ttl_ms
-        delay = 0.05
-        for attempt in range(WRITE_RETRIES):
+        for attempt in range(1 if writer.broken else WRITE_ATTEMPTS):
             try:
-                if attempt:  # some of the batch may be stored: skip what is
-                    last = await self._redis.xrevrange(lkey, count=1)
-                    stored = _index_of(last[0][0]) if last else -1
-                    batch = [entry for entry in batch if entry[0] > stored]
-                async with self._redis.pipeline(transaction=False) as pipe:
-                    for index, event, data, end in batch:
-                        entry: dict[FieldT, EncodableT] = {"e": event, "d": data}
-                        if end:
-                            entry["end"] = "1"
-                        pipe.xadd(
-                            lkey,
-                            entry,
-                            id=_entry_id(index),
-                            maxlen=self._max_events,
-                            approximate=True,
-                        )
-                    if ended:
-                        pipe.hset(mkey, "ended", "1")
-                    if refresh:
-                        pipe.pexpire(lkey, ttl_ms)
-                        pipe.pexpire(mkey, ttl_ms)
-                        await self._add_to_index(pipe, meta, ttl_ms)
-                    await pipe.execute()
-                if refresh:
-                    writer.refreshed_at = now
-                self.batches_written += 1
-                self.events_written += len(batch)
-                return
-            except (RedisError, OSError) as exc:
+                async with asyncio.timeout(self._op_timeout_s):
+                    await self._store(writer.meta, batch, refresh=refresh, retry=attempt > 0)
+            except (RedisError, OSError, TimeoutError) as exc:
                 logger.warning(
                     "stream log: writing request %s failed (%s), attempt %d",
-                    meta.request_id,
+                    writer.meta.request_id,
                     type(exc).__name__,
                     attempt + 1,
                 )
-                await asyncio.sleep(delay)
-                delay *= 2
-        logger.error("stream log: dropped %d events of request %s", len(batch), meta.request_id)
+                continue
+            if refresh:
+                writer.refreshed_at = now
+            self.batches_written += 1
+            self.events_written += len(batch)
+            return True
+        return False
+
+    async def _store(
+        self,
+        meta: StreamMeta,
+        batch: list[tuple[int, str, bytes, bool]],
+        *,
+        refresh: bool,
+        retry: bool,
+    ) -> None:
+        """One pipeline: the entries (ids = positions), then TTLs and the index as due."""
+        lkey, mkey = self._log_key(meta.key), self._meta_key(meta.key)
+        ended = batch[-1][3]
+        ttl_ms = self._retention_ms if ended else self._live_ttl_ms
+        if retry:  # part of the batch may be stored already: skip what is
+            last = await self._redis.xrevrange(lkey, count=1)
+            stored = _index_of(last[0][0]) if last else -1
+            batch = [entry for entry in batch if entry[0] > stored]
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for index, event, data, end in batch:
+                entry: dict[FieldT, EncodableT] = {"e": event, "d": data}
+                if end:
+                    entry["end"] = "1"
+                pipe.xadd(
+                    lkey, entry, id=_entry_id(index), maxlen=self._max_events, approximate=True
+                )
+            if ended:
+                pipe.hset(mkey, "ended", "1")
+            if refresh:
+                pipe.pexpire(lkey, ttl_ms)
+                pipe.pexpire(mkey, ttl_ms)
+                await self._add_to_index(pipe, meta, ttl_ms)
+            await pipe.execute()
 
     async def _beat(self) -> None:
         with contextlib.suppress(RedisError, OSError):
@@ -293,7 +332,8 @@ class RedisStreamLog:
     # -- reading ---------------------------------------------------------------------
 
     async def meta(self, key: str) -> StreamMeta | None:
-        raw = await self._redis.hgetall(self._meta_key(key))
+        async with asyncio.timeout(self._op_timeout_s):
+            raw = await self._redis.hgetall(self._meta_key(key))
         if not raw:
             return None
         data = {_text(k): _text(v) for k, v in raw.items()}
@@ -307,7 +347,8 @@ class RedisStreamLog:
         )
 
     async def find(self, request_id: str) -> list[StreamMeta]:
-        keys = await self._redis.zrange(self._rid_key(request_id), 0, -1)
+        async with asyncio.timeout(self._op_timeout_s):
+            keys = await self._redis.zrange(self._rid_key(request_id), 0, -1)
         found = []
         for key in keys:
             meta = await self.meta(_text(key))
@@ -322,7 +363,8 @@ class RedisStreamLog:
         return None
 
     async def retained_from(self, key: str) -> int:
-        first = await self._redis.xrange(self._log_key(key), count=1)
+        async with asyncio.timeout(self._op_timeout_s):
+            first = await self._redis.xrange(self._log_key(key), count=1)
         return _index_of(first[0][0]) if first else 0
 
     async def tail(self, key: str, after_seq: int) -> AsyncIterator[Event]:
@@ -335,9 +377,10 @@ class RedisStreamLog:
             ended = _field(fields, "end") is not None
             cursor = min(position, _index_of(entry_id) + (0 if ended else 1))
         while True:
-            response = await self._redis.xread(
-                {lkey: f"0-{cursor}"}, count=READ_COUNT, block=self._block_ms
-            )
+            async with asyncio.timeout(self._block_ms / 1000 + self._op_timeout_s):
+                response = await self._redis.xread(
+                    {lkey: f"0-{cursor}"}, count=READ_COUNT, block=self._block_ms
+                )
             entries = _entries(response)
             if not entries:
                 await self._check_alive(key)

@@ -43,3 +43,21 @@ def assert_resumed_stream(rec: Recorder, request_id: str, first_seq: int) -> tup
     seqs = [d["seq"] for e, d in events if e == "token"]
     assert seqs == list(range(first_seq, first_seq + len(seqs))), seqs
     return events[-1]
+
+
+def assert_live_then_replay(rec: Recorder, request_id: str, first_replayed: int, text: str) -> None:
+    """A client that got the request live and then resumed from ``first_replayed`` on:
+    the live part is gapless from 0, the replay gapless from ``first_replayed`` to the
+    end (live copies skipped it meanwhile), one terminal event last, and the tokens by
+    ``seq`` give exactly the upstream's text."""
+    tokens = rec.tokens(request_id)
+    seqs = [t["seq"] for t in tokens]
+    cut = next((i for i in range(1, len(seqs)) if seqs[i] <= seqs[i - 1]), len(seqs))
+    assert seqs[:cut] == list(range(cut)), seqs
+    assert seqs[cut:] == list(range(first_replayed, first_replayed + len(seqs) - cut)), seqs
+    by_seq = {t["seq"]: t["content"] for t in tokens}
+    assert sorted(by_seq) == list(range(len(by_seq)))
+    assert "".join(by_seq[s] for s in range(len(by_seq))) == text
+    events = [e for e, _ in rec.of(request_id)]
+    assert events.count("done") + events.count("error") == 1
+    assert events[-1] in ("done", "error")
