@@ -29,6 +29,7 @@ logger = logging.getLogger(__name__)
 
 CommandHandler = Callable[[str, str], Awaitable[bool]]  # (command, key) -> handled?
 COMMANDS = frozenset({"cancel", "disconnect", "attach", "detach"})
+REPLY_TIMEOUT_S = 2.0
 
 
 def new_node_id() -> str:
@@ -70,7 +71,7 @@ class RedisBus:
         self._redis = redis
         self._prefix = prefix
         self._handler: CommandHandler | None = None
-        self._pubsub: Any = None
+        self._subscribed = asyncio.Event()
         self._listener: asyncio.Task[None] | None = None
         self._ids = itertools.count(1)
         self._waiting: dict[int, asyncio.Future[bool]] = {}
@@ -80,10 +81,11 @@ class RedisBus:
         return f"{self._prefix}bus:{node}"
 
     async def start(self, handler: CommandHandler) -> None:
+        """Listen for commands; a Redis that is down now is retried, not fatal."""
         self._handler = handler
-        self._pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
-        await self._pubsub.subscribe(self._channel(self.node_id))
         self._listener = asyncio.create_task(self._listen())
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._subscribed.wait(), 2.0)
 
     async def send(self, node: str, command: str, key: str, *, wait_s: float = 2.0) -> bool:
         if command not in COMMANDS:
@@ -95,29 +97,37 @@ class RedisBus:
         self._waiting[msg_id] = future
         message = {"op": command, "key": key, "id": msg_id, "from": self.node_id}
         try:
-            receivers = await self._redis.publish(self._channel(node), orjson.dumps(message))
-            if not receivers:
-                return False  # that node is gone
-            return await asyncio.wait_for(future, wait_s)
+            async with asyncio.timeout(wait_s):
+                receivers = await self._redis.publish(self._channel(node), orjson.dumps(message))
+                if not receivers:
+                    return False  # that node is gone
+                return await future
         except (TimeoutError, RedisError, OSError):
             return False
         finally:
             self._waiting.pop(msg_id, None)
 
     async def _listen(self) -> None:
+        delay = 0.5
         while True:
+            pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
             try:
-                async for message in self._pubsub.listen():
+                await pubsub.subscribe(self._channel(self.node_id))
+                self._subscribed.set()
+                delay = 0.5
+                async for message in pubsub.listen():
                     if message.get("type") == "message":
                         self._receive(message.get("data"))
-            except asyncio.CancelledError:
-                raise
             except (RedisError, OSError) as exc:
-                logger.warning("node bus: lost Redis (%s); reconnecting", type(exc).__name__)
-                await asyncio.sleep(1.0)
+                logger.warning("node bus: no Redis (%s); retrying", type(exc).__name__)
             except Exception:
                 logger.exception("node bus listener failed; restarting")
-                await asyncio.sleep(1.0)
+            finally:
+                self._subscribed.clear()
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10.0)
 
     def _receive(self, data: Any) -> None:
         try:
@@ -151,9 +161,10 @@ class RedisBus:
                 ok = await self._handler(op, key)
         except Exception:
             logger.exception("node bus: command %s failed", op)
-        with contextlib.suppress(RedisError, OSError):
+        with contextlib.suppress(RedisError, OSError, TimeoutError):
             reply = orjson.dumps({"reply": msg_id, "ok": ok})
-            await self._redis.publish(self._channel(sender), reply)
+            async with asyncio.timeout(REPLY_TIMEOUT_S):
+                await self._redis.publish(self._channel(sender), reply)
 
     async def aclose(self) -> None:
         self._handler = None
@@ -162,6 +173,3 @@ class RedisBus:
             task.cancel()
         if tasks:
             await asyncio.wait(tasks, timeout=1)
-        if self._pubsub is not None:
-            with contextlib.suppress(RedisError, OSError):
-                await self._pubsub.aclose()

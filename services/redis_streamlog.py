@@ -321,8 +321,9 @@ class RedisStreamLog:
             await pipe.execute()
 
     async def _beat(self) -> None:
-        with contextlib.suppress(RedisError, OSError):
-            await self._redis.set(self._node_key(self.node_id), "1", px=HEARTBEAT_TTL_MS)
+        with contextlib.suppress(RedisError, OSError, TimeoutError):
+            async with asyncio.timeout(self._op_timeout_s):
+                await self._redis.set(self._node_key(self.node_id), "1", px=HEARTBEAT_TTL_MS)
 
     async def _heartbeats(self) -> None:
         while True:

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
+import time
 from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio as aioredis
 
 from services.bus import LocalBus, RedisBus
+from tests.redis_server import free_port, redis_server_process
 
 
 class Handler:
@@ -85,3 +88,30 @@ async def test_redis_bus_ignores_malformed_messages(
         assert handler.calls == [("cancel", "k")]
     finally:
         await bus.aclose()
+
+
+async def test_a_node_started_without_redis_takes_commands_once_redis_is_there() -> None:
+    if shutil.which("redis-server") is None:
+        pytest.skip("needs the redis-server binary")
+    port = free_port()
+    url = f"redis://127.0.0.1:{port}/0"
+    client = aioredis.from_url(url, socket_connect_timeout=0.5)
+    bus = RedisBus(client, prefix="t:")
+    await bus.start(Handler({"k"}))  # Redis is not there: no error, it keeps trying
+    try:
+        assert await bus.send("node_other", "cancel", "k", wait_s=0.5) is False
+        with redis_server_process(port):
+            other_client = aioredis.from_url(url)
+            other = RedisBus(other_client, prefix="t:")
+            await other.start(Handler(set()))
+            try:
+                deadline = time.monotonic() + 20
+                while not await other.send(bus.node_id, "cancel", "k", wait_s=0.5):
+                    assert time.monotonic() < deadline, "the node never subscribed"
+                    await asyncio.sleep(0.2)
+            finally:
+                await other.aclose()
+                await other_client.aclose()
+    finally:
+        await bus.aclose()
+        await client.aclose()
