@@ -42,6 +42,12 @@ one round trip per batch (as many tokens as arrived during the previous round tr
    right after the ack can resume on any node.
 4. If the node running a stream dies, nothing more is written: a reader notices the
    missing heartbeat and raises ``StreamLost("orphaned")`` instead of waiting forever.
+
+When Redis fails the live stream goes on regardless (every call has a timeout, and
+``close`` waits for the writer a bounded time): a stream opened while Redis is out is
+simply not resumable; one whose writes fail is kept no further, but its terminal entry
+is still tried, so a reader sees the hole and raises ``StreamLost`` — a resumed client
+then gets an ``error`` event, never text with a piece missing.
 """
 
 from __future__ import annotations
