@@ -259,3 +259,50 @@ async def test_redis_log_resume_on_the_live_connection_never_duplicates(
             await rec.terminal(rid, timeout=20)
             await asyncio.sleep(0.3)
             assert_live_then_replay(rec, rid, 36, SLOW_TEXT)
+
+
+async def test_room_members_resume_across_nodes_and_get_each_token_once(
+    two_nodes: Callable[..., Any], upstream: UpstreamDouble, recorders: Callable[[], Recorder]
+) -> None:
+    """Alice asks in a room on node one; Bob is in the room on node two, so the answer
+    reaches him live through Redis.  He resumes from further back: the live copies skip
+    him (TailRegistry on node two) while the log feeds him, each token once.  Then he
+    drops, comes back on node one, rejoins and resumes where he was."""
+    pytest.importorskip("events.rooms", reason="needs the rooms feature (join across nodes)")
+    upstream.scenarios["quick"] = Scenario(name="quick", text=SLOW_TEXT, delay_s=0.06)
+    async with two_nodes() as (one, two):
+        alice = await connect(one.url, recorders())
+        bob = await connect(two.url, recorders(), "bob")
+        carol = await connect(two.url, recorders(), "carol")
+        for rec in (alice, bob):
+            assert (await rec.call("join", {"room": "lobby"}))["ok"] is True
+        ack = await alice.call("chat", chat("rr", "double/quick", room="lobby"))
+        assert ack["ok"] is True, ack
+        await wait_seq(bob, "rr", 6)
+        assert await bob.call("resume", {"request_id": "rr", "last_seq": 2}) == {"ok": True}
+        refused = await carol.call("resume", {"request_id": "rr", "last_seq": -1})
+        assert refused["error"]["code"] == "forbidden"
+        await wait_seq(bob, "rr", 20)
+        seqs = [t["seq"] for t in bob.tokens("rr")]
+        cut = next(i for i in range(1, len(seqs)) if seqs[i] <= seqs[i - 1])
+        had = max(seqs[cut:])
+        await bob.drop()
+        back = await connect(one.url, recorders(), "bob")
+        assert (await back.call("join", {"room": "lobby"}))["ok"] is True
+        await back.call("resume", {"request_id": "rr", "last_seq": had})
+        await back.terminal("rr", timeout=30)
+        await alice.terminal("rr", timeout=30)
+        await asyncio.sleep(0.5)
+        assert seqs[:cut] == list(range(cut))  # live on node two until the resume
+        assert seqs[cut:] == list(range(3, had + 1))  # then from the log, once each
+        again = [t["seq"] for t in back.tokens("rr")]
+        # back on node one: live from the rejoin, then the log from had + 1, once each
+        cut2 = next((i for i in range(1, len(again)) if again[i] <= again[i - 1]), 0)
+        assert again[cut2:] == list(range(had + 1, had + 1 + len(again) - cut2))
+        assert again[:cut2] == list(range(again[0], again[0] + cut2))
+        assert [e for e, _ in back.of("rr")].count("done") == 1
+        by_seq = {t["seq"]: t["content"] for t in [*bob.tokens("rr"), *back.tokens("rr")]}
+        assert sorted(by_seq) == list(range(len(by_seq)))
+        assert "".join(by_seq[s] for s in range(len(by_seq))) == SLOW_TEXT
+        assert_clean_stream(alice, "rr")
+        assert carol.of("rr") == []
