@@ -17,6 +17,8 @@ class Connection:
     transport: str
     rooms: set[str] = field(default_factory=set)
     expiry: asyncio.TimerHandle | None = field(default=None, repr=False)
+    closed: bool = False  # set by Relay.connection_closed
+    closed_deliberately: bool = False
 
     def schedule_expiry(self, on_expired: Callable[[Connection], None]) -> None:
         """Call ``on_expired`` when the identity's token passes its ``exp``."""

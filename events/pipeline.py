@@ -298,6 +298,7 @@ class ChatPipeline:
         log_context.bind(request_id=gen.request_id, user_id=gen.owner)  # this task only
         accepted_at = time.time()
         started = time.monotonic()
+        gen.started = True
         out = _Outcome(model=body["model"])
         base: Payload = {"request_id": gen.request_id}
         if gen.room is not None:
@@ -306,6 +307,8 @@ class ChatPipeline:
         terminal: tuple[str, Payload]
         code: str | None = None
         try:
+            if gen.stop_reason is not None:
+                raise asyncio.CancelledError  # stopped before it began (Generation.stop)
             async for batch in upstream.stream(body, gather_s=self.config.token_coalesce_s):
                 content = self._absorb(batch, out)
                 if sink.wants_raw:
@@ -341,6 +344,7 @@ class ChatPipeline:
         outcome = "error" if event == "error" else "done"
         if event == "done" and payload["finish_reason"] == "cancelled":
             outcome = "cancelled"
+        gen.ending = True  # no more stops: the terminal event must go out
         try:
             await self._log.close(gen.key, event, payload)
             if on_finish is not None and event == "done" and out.tokens:

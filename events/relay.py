@@ -28,8 +28,9 @@ from events.models import (
     validation_details,
 )
 from events.pipeline import ChatPipeline, OnFinish, Payload, Requester, Sink
+from services.bus import LocalBus, NodeBus
 from services.generations import GenerationRegistry, StopReason
-from services.streamlog import StreamLog, StreamMeta, stream_key
+from services.streamlog import StreamLog, StreamLost, StreamMeta, stream_key
 
 logger = logging.getLogger(__name__)
 
@@ -96,6 +97,7 @@ class Relay:
         *,
         resume_grace_s: float,
         observer: RelayObserver | None = None,
+        bus: NodeBus | None = None,
     ) -> None:
         self.observer: RelayObserver = observer or _NoObserver()
         self.pipeline = pipeline
@@ -103,8 +105,21 @@ class Relay:
         self.registry = registry
         self.verifier = verifier
         self.resume_grace_s = resume_grace_s
+        self.bus: NodeBus = bus or LocalBus()
         self.room_hook: ChatHook | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        # conn_id -> stream key -> the replay feeding that connection from the log
+        self._replays: dict[str, dict[str, asyncio.Task[None]]] = {}
+        # conn_id -> stream key -> node: generations on other nodes this connection resumed
+        self._remote: dict[str, dict[str, str]] = {}
+
+    @property
+    def node_id(self) -> str:
+        return self.bus.node_id
+
+    async def start(self) -> None:
+        """Take commands from other nodes (cancel, attach…) for generations running here."""
+        await self.bus.start(self._command)
 
     async def chat(self, conn: Connection, data: Any, sink: Sink, size: int | None = None) -> str:
         try:
@@ -138,22 +153,72 @@ class Relay:
             if self.room_hook is not None:
                 messages, on_finish = await self.room_hook(conn, req)
         who = Requester(conn.identity, conn.conn_id, conn.transport)
-        return await self.pipeline.accept(who, req, sink, messages=messages, on_finish=on_finish)
+        request_id = await self.pipeline.accept(
+            who, req, sink, messages=messages, on_finish=on_finish
+        )
+        if conn.closed:  # the connection went away while the request was being accepted
+            self.connection_closed(conn, deliberate=conn.closed_deliberately)
+        return request_id
 
-    def cancel(self, conn: Connection, data: Any) -> None:
+    async def cancel(self, conn: Connection, data: Any) -> None:
+        """Stop one's own request, on this node or, via the bus, on the node running it."""
         req = parse(CancelRequest, data)
-        gen = self.pipeline.find(conn.identity.sub, req.request_id)
-        if gen is None or not gen.stop(StopReason.CANCEL):
-            raise ProtocolError(ErrorCode.NOT_FOUND, "No such request in flight.")
+        key = stream_key(conn.identity.sub, req.request_id)
+        gen = self.registry.get(key)
+        if gen is not None:
+            if gen.stop(StopReason.CANCEL):
+                return
+        else:
+            meta = await self.log.meta(key)
+            if (
+                meta is not None
+                and not meta.ended
+                and meta.node is not None
+                and meta.node != self.node_id
+                and await self.bus.send(meta.node, "cancel", key)
+            ):
+                return
+        raise ProtocolError(ErrorCode.NOT_FOUND, "No such request in flight.")
 
     def connection_closed(self, conn: Connection, *, deliberate: bool) -> None:
         """Deliberate: stop its generations now.  Lost: keep them for the grace period."""
+        conn.closed = True
+        conn.closed_deliberately = deliberate
+        for task in self._replays.pop(conn.conn_id, {}).values():
+            task.cancel()
         if deliberate:
             self.registry.stop_connection(conn.conn_id, StopReason.DISCONNECT)
         else:
             self.registry.detach_connection(conn.conn_id, self.resume_grace_s)
+        command = "disconnect" if deliberate else "detach"
+        for key, node in self._remote.pop(conn.conn_id, {}).items():
+            self._spawn(self.bus.send(node, command, key))
+
+    async def _command(self, command: str, key: str) -> bool:
+        """A command from another node for a generation of ours."""
+        gen = self.registry.get(key)
+        if gen is None:
+            return False
+        if command == "cancel":
+            return gen.stop(StopReason.CANCEL)
+        if command == "attach":  # its owner resumed it on another node
+            self.registry.attach(gen, None)
+            return True
+        if gen.conn_id is not None:
+            return False  # resumed here since: this node's connection decides
+        if command == "disconnect":
+            return gen.room is None and gen.stop(StopReason.DISCONNECT)
+        if command == "detach":
+            self.registry.detach(gen, self.resume_grace_s)
+            return True
+        return False
 
     async def find_resumable(self, conn: Connection, data: Any) -> tuple[StreamMeta, int]:
+        """Check a ``resume``: the stream, whether this user may have it, the replay start.
+
+        The owner's resume also tells the generation it is wanted again (stops its
+        grace timer, here or on the node running it).
+        """
         try:
             found = await self._find_resumable(conn, data)
         except Exception as exc:
@@ -164,41 +229,92 @@ class Relay:
 
     async def _find_resumable(self, conn: Connection, data: Any) -> tuple[StreamMeta, int]:
         req = parse(ResumeRequest, data)
-        meta = await self.log.meta(stream_key(conn.identity.sub, req.request_id))
+        sub = conn.identity.sub
+        meta = await self.log.meta(stream_key(sub, req.request_id))
         if meta is None:
-            for room in conn.rooms:
-                meta = await self.log.find_in_room(room, req.request_id)
-                if meta is not None:
-                    break
-        if meta is None:
-            raise ProtocolError(ErrorCode.NOT_FOUND, "No such request, or it has expired.")
-        if meta.owner != conn.identity.sub and (meta.room is None or meta.room not in conn.rooms):
-            raise ProtocolError(ErrorCode.FORBIDDEN, "That request is not yours.")
-        gen = self.registry.get(meta.key)
-        if gen is not None and meta.owner == conn.identity.sub:
-            self.registry.attach(gen, conn.conn_id)
+            others = await self.log.find(req.request_id)
+            meta = next((m for m in others if m.room is not None and m.room in conn.rooms), None)
+            if meta is None:
+                if others:
+                    raise ProtocolError(ErrorCode.FORBIDDEN, "That request is not yours.")
+                raise ProtocolError(ErrorCode.NOT_FOUND, "No such request, or it has expired.")
+        if req.last_seq + 1 < await self.log.retained_from(meta.key):
+            raise ProtocolError(
+                ErrorCode.NOT_FOUND, "The tokens after last_seq are no longer kept."
+            )
+        if meta.owner == sub and not meta.ended:
+            await self._attach(conn, meta)
         return meta, req.last_seq
+
+    async def _attach(self, conn: Connection, meta: StreamMeta) -> None:
+        gen = self.registry.get(meta.key)
+        if gen is not None:
+            self.registry.attach(gen, conn.conn_id)
+        elif meta.node is not None and meta.node != self.node_id and not conn.closed:
+            self._remote.setdefault(conn.conn_id, {})[meta.key] = meta.node
+            await self.bus.send(meta.node, "attach", meta.key)
 
     def replay(
         self,
+        conn: Connection,
         meta: StreamMeta,
         last_seq: int,
         deliver: Callable[[str, Payload], Awaitable[None]],
         done: Callable[[], None] | None = None,
     ) -> None:
-        """Feed a resumed client from the log: the tail after ``last_seq``, then live."""
+        """Feed a resumed client from the log: the tail after ``last_seq``, then live.
+
+        One replay per connection and request: a second ``resume`` replaces the first.
+        A stream the log cannot finish ends with an ``error`` event, never a silent gap.
+        """
 
         async def run() -> None:
             try:
                 async for event, payload in self.log.tail(meta.key, last_seq):
                     await deliver(event, payload)
-            except Exception:
-                logger.exception("replay of %s failed", meta.request_id)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if isinstance(exc, StreamLost):
+                    logger.warning("replay of %s: stream %s", meta.request_id, exc.reason)
+                else:
+                    logger.exception("replay of %s failed", meta.request_id)
+                await deliver("error", self._lost_event(meta, exc))
             finally:
+                if self._replays.get(conn.conn_id, {}).get(meta.key) is task:
+                    del self._replays[conn.conn_id][meta.key]
+                    if not self._replays[conn.conn_id]:
+                        del self._replays[conn.conn_id]
                 if done is not None:
                     done()
 
+        if conn.closed:
+            if done is not None:
+                done()
+            return
         task = asyncio.create_task(run())
+        previous = self._replays.setdefault(conn.conn_id, {}).get(meta.key)
+        self._replays[conn.conn_id][meta.key] = task
+        if previous is not None:
+            previous.cancel()
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    @staticmethod
+    def _lost_event(meta: StreamMeta, exc: Exception) -> Payload:
+        if isinstance(exc, StreamLost) and exc.reason == "orphaned":
+            error = ProtocolError(ErrorCode.SERVER_SHUTDOWN, "The server running it stopped.")
+        elif isinstance(exc, StreamLost):
+            error = ProtocolError(ErrorCode.NOT_FOUND, "The rest of the stream is not kept.")
+        else:
+            error = ProtocolError(ErrorCode.INTERNAL, "Internal error.")
+        event: Payload = {"request_id": meta.request_id, **error.to_wire()}
+        if meta.room is not None:
+            event["room"] = meta.room
+        return event
+
+    def _spawn(self, coro: Awaitable[Any]) -> None:
+        task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -220,3 +336,4 @@ class Relay:
             task.cancel()
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=1)
+        await self.bus.aclose()

@@ -5,7 +5,8 @@
 * Stream events for a client that is being fed from the stream log (after ``resume``)
   are not also delivered live to it: the managers skip such sids on this node, so a
   resumed client sees every token exactly once.  Works for the in-memory manager and,
-  on every node, for the Redis manager.
+  on every node, for the Redis manager.  The replay itself is emitted with
+  ``ignore_queue=True`` (straight to the local sid) and is not filtered.
 * The Redis manager keeps a local sid's events off Redis (a sid lives on one node),
   never lets a Redis outage hold up local delivery, and recovers by itself.
 * Local delivery encodes an event once and queues it on each recipient's socket
@@ -27,45 +28,14 @@ import socketio
 from engineio import packet as eio_packet
 
 from events.eio_socket import RelayEngineServer
+from events.tails import TailRegistry
 from services.redis_client import redis_client
 
 logger = logging.getLogger(__name__)
 
 RESERVED_EVENTS = frozenset({"connect", "connect_error", "disconnect", "__disconnect_final"})
-_STREAM_EVENTS = frozenset({"token", "done", "error"})
 
-
-class TailRegistry:
-    """Sids on this node that get a request's events from the log, not live."""
-
-    def __init__(self) -> None:
-        self._sids: dict[tuple[str, str | None], set[str]] = {}
-
-    def __bool__(self) -> bool:
-        return bool(self._sids)
-
-    def add(self, request_id: str, room: str | None, sid: str) -> None:
-        self._sids.setdefault((request_id, room), set()).add(sid)
-
-    def discard(self, request_id: str, room: str | None, sid: str) -> None:
-        sids = self._sids.get((request_id, room))
-        if sids is not None:
-            sids.discard(sid)
-            if not sids:
-                del self._sids[(request_id, room)]
-
-    def skip(self, event: str, data: Any, skip_sid: Any) -> Any:
-        if event not in _STREAM_EVENTS or not isinstance(data, dict):
-            return skip_sid
-        sids = self._sids.get((data.get("request_id"), data.get("room")))  # type: ignore[arg-type]
-        if not sids:
-            return skip_sid
-        skip = list(sids)
-        if isinstance(skip_sid, list):
-            skip.extend(skip_sid)
-        elif skip_sid is not None:
-            skip.append(skip_sid)
-        return skip
+__all__ = ["MemoryManager", "RedisManager", "RelayServer", "TailRegistry"]
 
 
 class RelayServer(socketio.AsyncServer):  # type: ignore[misc]
@@ -138,7 +108,7 @@ class MemoryManager(socketio.AsyncManager):  # type: ignore[misc]
         to: Any = None,
         **kwargs: Any,
     ) -> None:
-        if self.tails:
+        if self.tails and not kwargs.get("ignore_queue"):
             skip_sid = self.tails.skip(event, data, skip_sid)
         room = to or room
         if callback is None and await emit_here(self, event, data, namespace, room, skip_sid):

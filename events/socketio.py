@@ -18,7 +18,8 @@ from events.extension import EventContext, EventSpec
 from events.pipeline import Payload
 from events.relay import Relay, claimed_request_id
 from events.rooms import RoomEvents, room_channel
-from events.sio_server import RESERVED_EVENTS, TailRegistry
+from events.sio_server import RESERVED_EVENTS
+from events.tails import TailRegistry
 from services.limits import ConnectionCounter
 
 logger = logging.getLogger(__name__)
@@ -170,9 +171,10 @@ class SocketIOEvents:
     async def on_chat(self, conn: Connection, data: Any) -> Payload:
         try:
             target = data.get("room") if isinstance(data, dict) else None
-            to = room_channel(target) if isinstance(target, str) and target else conn.conn_id
-            sink = SioSink(self.sio, to)
+            room = target if isinstance(target, str) and target else None
+            sink = SioSink(self.sio, room_channel(room) if room else conn.conn_id)
             request_id = await self.relay.chat(conn, data, sink)
+            self.tails.forget(request_id, room)  # a new request: old replays' skips end
         except Exception as exc:
             error = to_protocol_error(exc).to_wire()
             event = dict(error)
@@ -185,21 +187,23 @@ class SocketIOEvents:
 
     @_acked
     async def on_cancel(self, conn: Connection, data: Any) -> Payload:
-        self.relay.cancel(conn, data)
+        await self.relay.cancel(conn, data)
         return {"ok": True}
 
     @_acked
     async def on_resume(self, conn: Connection, data: Any) -> Payload:
+        """Replay from the log; live copies of the request skip this sid meanwhile."""
         meta, last_seq = await self.relay.find_resumable(conn, data)
-        sid = conn.conn_id
-        self.tails.add(meta.request_id, meta.room, sid)
+        sid, request_id, room = conn.conn_id, meta.request_id, meta.room
+        tails = self.tails
+        tails.add(request_id, room, sid)
         emit = self.sio.emit
 
         async def deliver(event: str, payload: Payload) -> None:
             await emit(event, payload, to=sid, ignore_queue=True)
 
         self.relay.replay(
-            meta, last_seq, deliver, lambda: self.tails.discard(meta.request_id, meta.room, sid)
+            conn, meta, last_seq, deliver, lambda: tails.finish(request_id, room, sid)
         )
         return {"ok": True}
 

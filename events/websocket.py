@@ -23,7 +23,9 @@ from events.connections import Connection, Connections
 from events.errors import ErrorCode, ProtocolError, to_protocol_error
 from events.pipeline import Payload
 from events.relay import Relay, claimed_request_id
+from events.tails import TailRegistry
 from services.limits import ConnectionCounter
+from services.streamlog import StreamMeta
 
 logger = logging.getLogger(__name__)
 
@@ -32,18 +34,20 @@ CLOSE_UNAUTHORIZED = 4401
 CLOSE_FORBIDDEN = 4403
 CLOSE_RATE_LIMITED = 4429
 _DELIBERATE_CLOSE = frozenset({1000, 1001})
+_SELF = "self"  # this socket, in its sink's TailRegistry
 
 
 class WebSocketSink:
     """Frames to one raw WebSocket client; silently drops frames once it is gone."""
 
-    __slots__ = ("_lock", "_ws", "closed", "wants_raw")
+    __slots__ = ("_lock", "_ws", "closed", "tails", "wants_raw")
 
     def __init__(self, ws: WebSocket, *, completion_format: bool) -> None:
         self._ws = ws
         self._lock = asyncio.Lock()
         self.closed = False
         self.wants_raw = completion_format
+        self.tails = TailRegistry()  # requests this socket is fed from the log
 
     async def send(self, frame: Payload) -> None:
         if self.closed:
@@ -56,6 +60,8 @@ class WebSocketSink:
                 self.closed = True
 
     async def emit(self, event: str, payload: Payload) -> None:
+        if self.tails and self.tails.skip(event, payload, None):
+            return  # a replay from the log delivers it
         if event == "token" and self.wants_raw:
             return
         await self.send({"type": event, **payload})
@@ -143,6 +149,22 @@ class WebSocketEndpoint:
 
         return on_expired
 
+    def _replay(
+        self, conn: Connection, sink: WebSocketSink, meta: StreamMeta, last_seq: int
+    ) -> None:
+        """Replay as typed frames (also with ``?format=completion``: the log keeps tokens,
+        not the upstream's chunks); live frames of the request skip this socket meanwhile.
+        """
+        request_id = meta.request_id
+        sink.tails.add(request_id, None, _SELF)
+
+        async def deliver(event: str, payload: Payload) -> None:
+            await sink.send({"type": event, **payload})
+
+        self.relay.replay(
+            conn, meta, last_seq, deliver, lambda: sink.tails.finish(request_id, None, _SELF)
+        )
+
     async def _handle(
         self,
         conn: Connection,
@@ -169,12 +191,13 @@ class WebSocketEndpoint:
                         "Rooms are not available on the raw WebSocket endpoint.",
                         details=[{"field": "room", "message": "not allowed here"}],
                     )
-                await self.relay.chat(conn, data, sink, len(text))
+                accepted = await self.relay.chat(conn, data, sink, len(text))
+                sink.tails.forget(accepted, None)
             elif kind == "cancel":
-                self.relay.cancel(conn, data)
+                await self.relay.cancel(conn, data)
             elif kind == "resume":
                 meta, last_seq = await self.relay.find_resumable(conn, data)
-                self.relay.replay(meta, last_seq, sink.emit)
+                self._replay(conn, sink, meta, last_seq)
             elif kind == "refresh":
                 expires_at = self.relay.refresh(conn, data)
                 conn.schedule_expiry(on_expired)

@@ -11,6 +11,7 @@ import secrets
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import redis.asyncio as aioredis
 import socketio
 from fastapi import FastAPI
 
@@ -36,12 +37,14 @@ from server.lifecycle import Runtime, lifespan_for
 from server.metrics import RelayMetrics, metrics_router, multiprocess_active
 from server.routes import auth_router, web_routes
 from server.settings import Settings
+from services.bus import LocalBus, NodeBus, RedisBus, new_node_id
 from services.generations import GenerationRegistry
 from services.limits import MemoryConnectionCounter, MemoryRateLimiter
 from services.redis_client import redis_client
 from services.redis_rooms import RedisRoomStore
+from services.redis_streamlog import RedisStreamLog
 from services.rooms import MemoryRoomStore, RoomStore
-from services.streamlog import MemoryStreamLog
+from services.streamlog import MemoryStreamLog, StreamLog
 
 
 class ConfigError(Exception):
@@ -71,6 +74,22 @@ def build_verifier(settings: Settings) -> TokenVerifier:
         issuer=settings.jwt_issuer,
         leeway_s=settings.jwt_leeway_s,
     )
+
+
+def resume_parts(settings: Settings, redis: aioredis.Redis | None) -> tuple[StreamLog, NodeBus]:
+    """The stream log and the node bus: in memory, or in Redis (any node may resume)."""
+    if redis is None:
+        return MemoryStreamLog(retention_s=settings.resume_retention_s), LocalBus()
+    node_id = new_node_id()
+    log = RedisStreamLog(
+        redis,
+        prefix=settings.redis_key_prefix,
+        node_id=node_id,
+        retention_s=settings.resume_retention_s,
+        # a safety net only (refreshed while the stream writes): longer than any pause
+        live_ttl_s=settings.upstream_total_timeout_s + settings.resume_grace_s + 600,
+    )
+    return log, RedisBus(redis, prefix=settings.redis_key_prefix, node_id=node_id)
 
 
 def build_metrics(settings: Settings) -> RelayMetrics:
@@ -115,7 +134,8 @@ def create_app(settings: Settings, extensions: Sequence[Extension] | None = None
         )
     authenticator = Authenticator(verifier, allow_anonymous=settings.allow_anonymous)
     origins = OriginPolicy(settings.cors_origins)
-    log = MemoryStreamLog(retention_s=settings.resume_retention_s)
+    redis = redis_client(settings.redis_url) if settings.redis_url else None
+    log, bus = resume_parts(settings, redis)
     registry = GenerationRegistry()
     pipeline = ChatPipeline(
         PipelineConfig(
@@ -140,12 +160,12 @@ def create_app(settings: Settings, extensions: Sequence[Extension] | None = None
         verifier,
         resume_grace_s=settings.resume_grace_s,
         observer=metrics,
+        bus=bus,
     )
     connections = Connections()
     metrics.watch(connections, registry)
     counter = MemoryConnectionCounter(settings.max_connections_per_user)
     tails = TailRegistry()
-    redis = redis_client(settings.redis_url) if settings.redis_url else None
     manager: MemoryManager | RedisManager = (
         RedisManager(settings.redis_url, tails, channel=settings.redis_key_prefix + "socketio")
         if settings.redis_url

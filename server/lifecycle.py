@@ -88,6 +88,7 @@ class Runtime:
         )
         if self.metrics is not None:
             await self.metrics.start(s.metrics_refresh_s)
+        await self.relay.start()
         self.upstream_configured = api_key is not None
         self.sio.start_manager()
         if self.rooms is not None:

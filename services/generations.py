@@ -31,14 +31,24 @@ class Generation:
     task: asyncio.Task[None] | None = None
     stop_reason: StopReason | None = None
     grace: asyncio.TimerHandle | None = field(default=None, repr=False)
+    started: bool = False  # the task has begun to run (set by the pipeline)
+    ending: bool = False  # it is writing and sending its terminal event (set by the pipeline)
 
     def stop(self, reason: StopReason) -> bool:
-        """Cancel the generation's task; the first reason given wins."""
-        if self.task is None or self.task.done():
+        """Cancel the generation's task, once; the first reason given wins.
+
+        A task cancelled before its first step would end without running any of its
+        code (no terminal event, no clean-up), so one not yet started is only marked:
+        it sees ``stop_reason`` when it starts and ends at once.  One that is already
+        ending is not interrupted (its terminal event must go out): ``False``.
+        """
+        if self.task is None or self.task.done() or self.ending:
             return False
-        if self.stop_reason is None:
-            self.stop_reason = reason
-        self.task.cancel()
+        if self.stop_reason is not None:
+            return True  # already stopping
+        self.stop_reason = reason
+        if self.started:
+            self.task.cancel()
         return True
 
 
@@ -115,25 +125,44 @@ class GenerationRegistry:
     ) -> int:
         """The connection's transport is gone: keep its generations for ``grace_s``."""
         gens = self.for_connection(conn_id)
-        loop = asyncio.get_running_loop()
         for gen in gens:
-            self._unlink(gen)
-            if gen.room is not None:
-                continue  # a room's answer streams on for the room's other members
-            gen.grace = loop.call_later(grace_s, self._abandon, gen, on_abandon)
+            self.detach(gen, grace_s, on_abandon)
         return len(gens)
+
+    def detach(
+        self,
+        gen: Generation,
+        grace_s: float,
+        on_abandon: Callable[[Generation], None] | None = None,
+    ) -> None:
+        """Nobody is there for ``gen``: stop it unless someone resumes within ``grace_s``."""
+        self._unlink(gen)
+        if gen.room is not None or gen.key not in self._by_key:
+            return  # a room's answer streams on for the room's other members
+        if gen.grace is not None:
+            gen.grace.cancel()
+        loop = asyncio.get_running_loop()
+        gen.grace = loop.call_later(grace_s, self._abandon, gen, on_abandon)
 
     def _abandon(self, gen: Generation, on_abandon: Callable[[Generation], None] | None) -> None:
         gen.grace = None
         if gen.stop(StopReason.ABANDONED) and on_abandon is not None:
             on_abandon(gen)
 
-    def attach(self, gen: Generation, conn_id: str) -> None:
-        """Someone resumed: the generation is wanted again."""
+    def attach(self, gen: Generation, conn_id: str | None) -> None:
+        """The owner resumed: the generation is wanted again and now belongs to ``conn_id``.
+
+        It moves from the connection it had (whose loss the server may not have noticed
+        yet), so that connection's later close no longer touches it.  ``conn_id=None``:
+        the owner resumed on another node, which tells this one when it leaves.
+        """
         if gen.grace is not None:
             gen.grace.cancel()
             gen.grace = None
-        if gen.conn_id is None and gen.key in self._by_key:
+        if gen.key not in self._by_key or (conn_id is not None and gen.conn_id == conn_id):
+            return
+        self._unlink(gen)
+        if conn_id is not None:
             gen.conn_id = conn_id
             self._by_conn.setdefault(conn_id, set()).add(gen)
 

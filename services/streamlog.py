@@ -1,8 +1,11 @@
 """The stream log: every event of a request, in order, kept for resume.
 
 A request's log holds its ``token`` events (the i-th has ``seq == i``) and, once it
-ends, one terminal event.  ``tail(after_seq)`` replays what is there and then waits
-for more until the terminal event, so a resumed client gets each token exactly once.
+ends, one terminal event.  ``tail(after_seq)`` gives the events after ``after_seq``
+and then waits for more until the terminal event (given in any case), so a resumed
+client gets each token exactly once.  A log keeps at most ``max_events`` events per
+request; beyond that the *oldest* go, and a tail that would need them raises
+``StreamLost`` instead of skipping them.
 
 ``MemoryStreamLog`` serves one process; ``services.redis_streamlog`` holds the same
 in Redis Streams so a client may come back on any node.
@@ -11,21 +14,37 @@ in Redis Streams so a client may come back on any node.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 Event = tuple[str, dict[str, Any]]
+LostReason = Literal["trimmed", "expired", "orphaned"]
 
 
 @dataclass(frozen=True, slots=True)
 class StreamMeta:
-    """Who may resume a stream: its owner, or members of its room."""
+    """Who may resume a stream (its owner, or members of its room), and where it runs."""
 
     key: str
     request_id: str
     owner: str
     room: str | None = None
+    node: str | None = None  # the node running the generation (None: this process)
+    ended: bool = False  # the terminal event is in the log
+
+
+class StreamLost(Exception):
+    """The log cannot give the rest of a stream: never a silent gap.
+
+    ``trimmed``: events that were asked for are no longer kept; ``expired``: the whole
+    stream is gone; ``orphaned``: the node that ran it stopped before it ended.
+    """
+
+    def __init__(self, reason: LostReason) -> None:
+        super().__init__(reason)
+        self.reason: LostReason = reason
 
 
 def stream_key(owner: str, request_id: str) -> str:
@@ -38,9 +57,20 @@ class StreamLog(Protocol):
     async def append(self, key: str, event: str, payload: dict[str, Any]) -> None: ...
     async def close(self, key: str, event: str, payload: dict[str, Any]) -> None: ...
     async def meta(self, key: str) -> StreamMeta | None: ...
+    async def find(self, request_id: str) -> list[StreamMeta]:
+        """Every stream with this ``request_id``, whoever owns it."""
+        ...
+
     async def find_in_room(self, room: str, request_id: str) -> StreamMeta | None: ...
+    async def retained_from(self, key: str) -> int:
+        """The lowest ``seq`` still kept (0 unless the stream outgrew ``max_events``)."""
+        ...
+
     def tail(self, key: str, after_seq: int) -> AsyncIterator[Event]: ...
-    async def size(self) -> int: ...
+    async def size(self) -> int:
+        """How many streams the log holds (live and retained)."""
+        ...
+
     async def aclose(self) -> None: ...
 
 
@@ -48,6 +78,7 @@ class StreamLog(Protocol):
 class _Record:
     meta: StreamMeta
     events: list[Event] = field(default_factory=list)
+    base: int = 0  # index of events[0] (events before it were trimmed)
     finished: bool = False
     changed: asyncio.Event | None = None
     expiry: asyncio.TimerHandle | None = None
@@ -60,24 +91,27 @@ class MemoryStreamLog:
         self._retention_s = retention_s
         self._max_events = max_events
         self._records: dict[str, _Record] = {}
-        self._rooms: dict[tuple[str, str], str] = {}
+        self._by_request: dict[str, set[str]] = {}
 
     async def open(self, meta: StreamMeta) -> None:
         old = self._records.pop(meta.key, None)
         if old is not None:
             self._drop(old)
         self._records[meta.key] = _Record(meta)
-        if meta.room is not None:
-            self._rooms[(meta.room, meta.request_id)] = meta.key
+        self._by_request.setdefault(meta.request_id, set()).add(meta.key)
 
     async def append(self, key: str, event: str, payload: dict[str, Any]) -> None:
         record = self._records.get(key)
-        if record is None or record.finished or len(record.events) >= self._max_events:
+        if record is None or record.finished:
             return
         record.events.append((event, payload))
-        if record.changed is not None:
-            record.changed.set()
-            record.changed = None
+        excess = len(record.events) - self._max_events
+        if excess > 0:
+            # Trim in steps so a long stream at the cap does not copy the list per token.
+            excess = max(excess, self._max_events // 16)
+            del record.events[:excess]
+            record.base += excess
+        self._wake(record)
 
     async def close(self, key: str, event: str, payload: dict[str, Any]) -> None:
         record = self._records.get(key)
@@ -85,11 +119,15 @@ class MemoryStreamLog:
             return
         record.events.append((event, payload))
         record.finished = True
+        self._wake(record)
+        loop = asyncio.get_running_loop()
+        record.expiry = loop.call_later(self._retention_s, self._expire, key, record)
+
+    @staticmethod
+    def _wake(record: _Record) -> None:
         if record.changed is not None:
             record.changed.set()
             record.changed = None
-        loop = asyncio.get_running_loop()
-        record.expiry = loop.call_later(self._retention_s, self._expire, key, record)
 
     def _expire(self, key: str, record: _Record) -> None:
         if self._records.get(key) is record:
@@ -100,30 +138,61 @@ class MemoryStreamLog:
         if record.expiry is not None:
             record.expiry.cancel()
         meta = record.meta
-        if meta.room is not None and self._rooms.get((meta.room, meta.request_id)) == meta.key:
-            del self._rooms[(meta.room, meta.request_id)]
+        keys = self._by_request.get(meta.request_id)
+        if keys is not None and meta.key not in self._records:
+            keys.discard(meta.key)
+            if not keys:
+                del self._by_request[meta.request_id]
+        self._wake(record)  # a tail waiting on a dropped record ends (StreamLost)
 
     async def meta(self, key: str) -> StreamMeta | None:
         record = self._records.get(key)
-        return record.meta if record is not None else None
+        if record is None:
+            return None
+        return dataclasses.replace(record.meta, ended=True) if record.finished else record.meta
+
+    async def find(self, request_id: str) -> list[StreamMeta]:
+        found = []
+        for key in self._by_request.get(request_id, ()):
+            meta = await self.meta(key)
+            if meta is not None:
+                found.append(meta)
+        return found
 
     async def find_in_room(self, room: str, request_id: str) -> StreamMeta | None:
-        key = self._rooms.get((room, request_id))
-        return await self.meta(key) if key is not None else None
+        for meta in await self.find(request_id):
+            if meta.room == room:
+                return meta
+        return None
+
+    async def retained_from(self, key: str) -> int:
+        record = self._records.get(key)
+        return record.base if record is not None else 0
 
     async def tail(self, key: str, after_seq: int) -> AsyncIterator[Event]:
         record = self._records.get(key)
         if record is None:
-            return
-        position = max(after_seq + 1, 0)
+            raise StreamLost("expired")
+        position = max(after_seq + 1, 0)  # deliver events from this index on…
+        # …and read from here: never past the terminal event, which is given in any case
+        cursor = min(position, record.base + len(record.events) - record.finished)
         while True:
-            events = record.events
-            while position < len(events):
-                event = events[position]
-                position += 1
-                yield event
-            if record.finished:
-                return
+            if cursor < record.base:
+                if max(cursor, position) < record.base:
+                    raise StreamLost("trimmed")
+                cursor = record.base
+            offset = cursor - record.base
+            if offset < len(record.events):
+                event = record.events[offset]
+                cursor += 1
+                end = record.finished and offset == len(record.events) - 1
+                if cursor > position or end:  # the terminal event always
+                    yield event
+                if end:
+                    return
+                continue
+            if self._records.get(key) is not record:
+                raise StreamLost("expired")
             if record.changed is None:
                 record.changed = asyncio.Event()
             await record.changed.wait()
@@ -132,6 +201,8 @@ class MemoryStreamLog:
         return len(self._records)
 
     async def aclose(self) -> None:
-        for record in self._records.values():
-            self._drop(record)
+        records = list(self._records.values())
         self._records.clear()
+        for record in records:
+            self._drop(record)
+        self._by_request.clear()
