@@ -68,5 +68,5 @@ async def test_a_tailing_client_is_skipped_for_that_request_only(
         await sio.emit("token", {"request_id": "live", "seq": 0, "content": "y"}, to=sid_a)
         await a.wait_for(lambda e, d: e == "token" and d["request_id"] == "live")
     finally:
-        tails.discard("fed-from-log", None, sid_a)
+        tails.forget("fed-from-log", None)
     assert [t["request_id"] for t in received(a, "token")] == ["live"]

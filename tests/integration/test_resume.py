@@ -47,9 +47,15 @@ async def test_drop_then_resume_on_a_new_connection_gives_the_exact_text(
 
 
 async def test_resume_after_the_end_replays_the_tail_and_the_terminal(
-    server: RunningServer, recorders: Callable[[], Recorder], upstream: UpstreamDouble
+    settings_for: Callable[..., Any], recorders: Callable[[], Recorder], upstream: UpstreamDouble
 ) -> None:
     upstream.scenarios["steady"] = Scenario(name="steady", delay_s=0.01)
+    # one token event per delta (no coalescing): the test counts them
+    async with run_server(settings_for(token_coalesce_ms=0)) as server:
+        await _resume_after_the_end(server, recorders)
+
+
+async def _resume_after_the_end(server: RunningServer, recorders: Callable[[], Recorder]) -> None:
     rec = await connect(server.url, recorders())
     await rec.call("chat", chat("f1", "double/steady"))
     await rec.terminal("f1")
@@ -278,19 +284,25 @@ async def test_raw_websocket_resume_after_a_lost_connection(
 
 
 async def test_raw_websocket_resume_in_completion_format_sends_typed_tokens(
-    server: RunningServer, upstream: UpstreamDouble
+    settings_for: Callable[..., Any], upstream: UpstreamDouble
 ) -> None:
     upstream.scenarios["steady"] = Scenario(name="steady", delay_s=0.01)
     token = make_token("alice")
-    url = f"{server.ws_url}/websockets/openrouter?format=completion&token={token}"
+    # one token event per delta (no coalescing): the test counts them
+    async with run_server(settings_for(token_coalesce_ms=0)) as server:
+        url = f"{server.ws_url}/websockets/openrouter?format=completion&token={token}"
+        frames = await _completion_resume(url)
+    assert {f["type"] for f in frames[:-1]} == {"token"}
+    assert "".join(f["content"] for f in frames[:-1]) == NORMAL_TEXT
+    assert len(frames) - 1 == len(split_tokens(NORMAL_TEXT))
+
+
+async def _completion_resume(url: str) -> list[dict[str, Any]]:
     async with aiohttp.ClientSession() as http, http.ws_connect(url) as ws:
         await ws.send_json(chat("wc", "double/steady"))
         await frames_until_terminal(ws)
         await ws.send_json({"type": "resume", "request_id": "wc", "last_seq": -1})
-        frames = await frames_until_terminal(ws)
-    assert {f["type"] for f in frames[:-1]} == {"token"}
-    assert "".join(f["content"] for f in frames[:-1]) == NORMAL_TEXT
-    assert len(frames) - 1 == len(split_tokens(NORMAL_TEXT))
+        return await frames_until_terminal(ws)
 
 
 async def frames_until_terminal(ws: aiohttp.ClientWebSocketResponse) -> list[dict[str, Any]]:

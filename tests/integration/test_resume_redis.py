@@ -248,7 +248,8 @@ async def test_redis_log_resume_on_the_live_connection_never_duplicates(
     """With the Redis log the replay may read the terminal before the live copy is sent:
     the live copy must still be skipped (one ``done``)."""
     upstream.scenarios["quick"] = Scenario(name="quick", text=SLOW_TEXT, delay_s=0.02)
-    settings = settings_for(redis_url=redis_url, redis_key_prefix=key_prefix)
+    # one token event per delta (no coalescing): the test waits for seq 40 of 50 deltas
+    settings = settings_for(redis_url=redis_url, redis_key_prefix=key_prefix, token_coalesce_ms=0)
     async with run_server(settings) as srv:
         rec = await connect(srv.url, recorders())
         for round_ in range(3):
