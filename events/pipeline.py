@@ -193,6 +193,11 @@ class ChatPipeline:
     def stop_accepting(self) -> None:
         self._accepting = False
 
+    @property
+    def accepting(self) -> bool:
+        """False once the server is shutting down: transports refuse new connections."""
+        return self._accepting
+
     async def accept(
         self,
         who: Requester,
