@@ -21,7 +21,7 @@ from pydantic import ValidationError
 
 from auth.tokens import Identity
 from events.errors import ErrorCode, ProtocolError, to_protocol_error
-from events.models import ChatRequest, validation_details
+from events.models import ChatRequest, validation_details, within_budget
 from services.generations import Generation, GenerationRegistry, StopReason
 from services.limits import RateLimiter
 from services.streamlog import StreamLog, StreamMeta, stream_key
@@ -71,6 +71,7 @@ class PipelineConfig:
     max_message_chars: int = 100_000
     max_streams_per_connection: int = 4
     max_streams_per_user: int = 8
+    max_json_values: int = 20_000  # object members + array items in one chat payload
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +138,11 @@ class ChatPipeline:
             raise ProtocolError(
                 ErrorCode.PAYLOAD_TOO_LARGE,
                 f"The payload is {size} bytes; the limit is {cfg.max_payload_bytes}.",
+            )
+        if not within_budget(data, cfg.max_json_values):
+            raise ProtocolError(
+                ErrorCode.PAYLOAD_TOO_LARGE,
+                f"The payload holds more than {cfg.max_json_values} JSON values.",
             )
         messages = data.get("messages")
         if isinstance(messages, list) and len(messages) > cfg.max_messages:

@@ -94,6 +94,7 @@ def create_app(settings: Settings) -> RelayApp:
     counter = MemoryConnectionCounter(settings.max_connections_per_user)
     tails = TailRegistry()
     sio = RelayServer(
+        connect_timeout_s=settings.connect_timeout_s,
         async_mode="asgi",
         client_manager=MemoryManager(tails),
         cors_allowed_origins=origins.allows_environ,

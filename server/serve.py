@@ -13,6 +13,7 @@ The process exits 0 after a graceful stop (uvicorn on its own re-raises the sign
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import signal
 import socket
@@ -26,6 +27,7 @@ import uvicorn
 from server.app import ConfigError, RelayApp, create_app
 from server.lifecycle import Runtime
 from server.logs import configure_logging
+from server.protocols import HeaderTimeoutProtocol
 from server.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -41,7 +43,9 @@ def uvicorn_config(settings: Settings, app: Any) -> uvicorn.Config:
         host=settings.host,
         port=settings.port,
         loop="auto",
-        http="auto",
+        http=functools.partial(  # type: ignore[arg-type]
+            HeaderTimeoutProtocol, header_timeout_s=settings.http_header_timeout_s
+        ),
         ws="websockets-sansio",
         ws_max_size=settings.max_frame_bytes,
         proxy_headers=True,
