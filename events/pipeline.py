@@ -21,7 +21,7 @@ from pydantic import ValidationError
 
 from auth.tokens import Identity
 from events.errors import ErrorCode, ProtocolError, to_protocol_error
-from events.models import ChatRequest, validation_details
+from events.models import ChatRequest, validation_details, within_budget
 from services import log_context
 from services.generations import Generation, GenerationRegistry, StopReason
 from services.limits import RateLimiter
@@ -113,6 +113,7 @@ class PipelineConfig:
     max_message_chars: int = 100_000
     max_streams_per_connection: int = 4
     max_streams_per_user: int = 8
+    max_json_values: int = 20_000  # object members + array items in one chat payload
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,6 +181,11 @@ class ChatPipeline:
                 ErrorCode.PAYLOAD_TOO_LARGE,
                 f"The payload is {size} bytes; the limit is {cfg.max_payload_bytes}.",
             )
+        if not within_budget(data, cfg.max_json_values):
+            raise ProtocolError(
+                ErrorCode.PAYLOAD_TOO_LARGE,
+                f"The payload holds more than {cfg.max_json_values} JSON values.",
+            )
         messages = data.get("messages")
         if isinstance(messages, list) and len(messages) > cfg.max_messages:
             raise ProtocolError(
@@ -234,6 +240,11 @@ class ChatPipeline:
 
     def stop_accepting(self) -> None:
         self._accepting = False
+
+    @property
+    def accepting(self) -> bool:
+        """False once the server is shutting down: transports refuse new connections."""
+        return self._accepting
 
     async def accept(
         self,

@@ -119,6 +119,11 @@ class SocketIOEvents:
     # -- connect / disconnect ------------------------------------------------------------
 
     async def on_connect(self, sid: str, environ: Mapping[str, Any], auth: Any = None) -> None:
+        if not self.relay.pipeline.accepting:
+            raise socketio.exceptions.ConnectionRefusedError(
+                "server_shutdown",
+                {"code": ErrorCode.SERVER_SHUTDOWN.value, "message": "The server is stopping."},
+            )
         token = auth.get("token") if isinstance(auth, dict) else None
         if not isinstance(token, str) or not token:
             token = bearer_token(environ.get("HTTP_AUTHORIZATION"))

@@ -33,6 +33,7 @@ TRANSPORT = "websocket"
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_FORBIDDEN = 4403
 CLOSE_RATE_LIMITED = 4429
+CLOSE_SERVICE_RESTART = 1012
 _DELIBERATE_CLOSE = frozenset({1000, 1001})
 _SELF = "self"  # this socket, in its sink's TailRegistry
 
@@ -97,6 +98,11 @@ class WebSocketEndpoint:
         await ws.close(close)
 
     async def __call__(self, ws: WebSocket) -> None:
+        if not self.relay.pipeline.accepting:
+            await self._refuse(
+                ws, ErrorCode.SERVER_SHUTDOWN, "The server is stopping.", CLOSE_SERVICE_RESTART
+            )
+            return
         if not self.origins.allows(ws.headers.get("origin"), ws.scope):
             await self._refuse(ws, ErrorCode.FORBIDDEN, "Origin not allowed.", CLOSE_FORBIDDEN)
             return

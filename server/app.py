@@ -171,6 +171,7 @@ def create_app(settings: Settings, extensions: Sequence[Extension] | None = None
         else MemoryManager(tails)
     )
     sio = RelayServer(
+        connect_timeout_s=settings.connect_timeout_s,
         async_mode="asgi",
         client_manager=manager,
         cors_allowed_origins=counting_refusals(origins.allows_environ, metrics),

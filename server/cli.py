@@ -1,4 +1,4 @@
-"""``python -m server``: serve (the default), ``users add|remove|list``, ``token``."""
+"""``python -m server``: serve (the default), ``users add|remove|list``, ``token``, ``health``."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from typing import Any
 
 from server.settings import Settings
 
+_WILDCARD_HOSTS = frozenset({"0.0.0.0", "::", ""})  # noqa: S104 - probed on loopback
 _TTL = re.compile(r"^(\d+)\s*([smhd]?)$")
 
 
@@ -43,6 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("--sub", required=True)
     token.add_argument("--name")
     token.add_argument("--ttl", type=parse_ttl, default=3600, help="e.g. 3600, 30m, 1h, 7d")
+    health = sub.add_parser("health", help="probe GET /health of a local server (exit 0 if ok)")
+    health.add_argument("--timeout", type=float, default=3.0)
     return parser
 
 
@@ -99,6 +102,24 @@ def run_token(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def run_health(args: argparse.Namespace, settings: Settings) -> int:
+    """The container's HEALTHCHECK: the slim image has no curl."""
+    import urllib.error
+    import urllib.request
+
+    host = "127.0.0.1" if settings.host in _WILDCARD_HOSTS else settings.host
+    if ":" in host:
+        host = f"[{host}]"
+    url = f"http://{host}:{settings.port}/health"
+    try:
+        with urllib.request.urlopen(url, timeout=args.timeout) as resp:
+            ok = resp.status == 200
+    except (OSError, urllib.error.URLError) as exc:
+        print(f"unhealthy: {exc}", file=sys.stderr)
+        return 1
+    return 0 if ok else 1
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     settings = settings_from(args)
@@ -106,6 +127,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_users(args, settings)
     if args.command == "token":
         return run_token(args, settings)
+    if args.command == "health":
+        return run_health(args, settings)
     from server.serve import serve
 
     return serve(settings)

@@ -101,6 +101,8 @@ class Settings(BaseSettings):
     room_history_max_age_s: float = Field(7 * 86_400, gt=0)
     token_coalesce_ms: float = Field(0, ge=0, le=1000)
     shutdown_grace_s: float = Field(20, ge=0)
+    http_header_timeout_s: float = Field(10, gt=0)  # slow-loris: request headers deadline
+    connect_timeout_s: float = Field(45, gt=0)  # Engine.IO session without a Socket.IO connect
 
     # serving
     host: str = "127.0.0.1"
