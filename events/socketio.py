@@ -100,7 +100,7 @@ class SocketIOEvents:
         if not isinstance(token, str) or not token:
             token = bearer_token(environ.get("HTTP_AUTHORIZATION"))
         try:
-            identity = self.authenticator.authenticate(token)
+            identity = await self.authenticator.authenticate(token)
         except AuthError as exc:
             raise socketio.exceptions.ConnectionRefusedError(
                 "unauthorized", {"code": exc.code, "message": exc.message}
@@ -176,7 +176,7 @@ class SocketIOEvents:
 
     @_acked
     async def on_refresh(self, conn: Connection, data: Any) -> Payload:
-        expires_at = self.relay.refresh(conn, data)
+        expires_at = await self.relay.refresh(conn, data)
         conn.schedule_expiry(self._expired)
         return {"ok": True, "expires_at": int(expires_at)}
 

@@ -95,7 +95,7 @@ class WebSocketEndpoint:
             return
         token = bearer_token(ws.headers.get("authorization")) or ws.query_params.get("token")
         try:
-            identity = self.authenticator.authenticate(token)
+            identity = await self.authenticator.authenticate(token)
         except AuthError as exc:
             await self._refuse(ws, ErrorCode(exc.code), exc.message, CLOSE_UNAUTHORIZED)
             return
@@ -175,7 +175,7 @@ class WebSocketEndpoint:
                 meta, last_seq = await self.relay.find_resumable(conn, data)
                 self.relay.replay(meta, last_seq, sink.emit)
             elif kind == "refresh":
-                expires_at = self.relay.refresh(conn, data)
+                expires_at = await self.relay.refresh(conn, data)
                 conn.schedule_expiry(on_expired)
                 await sink.send({"type": "refreshed", "expires_at": int(expires_at)})
             else:

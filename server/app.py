@@ -7,16 +7,15 @@ in; nothing is created at import time.
 
 from __future__ import annotations
 
-import secrets
 from typing import Any
 
 import redis.asyncio as aioredis
 import socketio
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 
 from auth.authenticator import Authenticator
 from auth.origins import OriginPolicy
-from auth.tokens import TokenVerifier
 from events.connections import Connections
 from events.pipeline import ChatPipeline, PipelineConfig
 from events.relay import Relay
@@ -29,14 +28,12 @@ from server import __version__
 from server.jsonshim import OrjsonShim
 from server.lifecycle import Runtime, lifespan_for
 from server.routes import auth_router, web_routes
+from server.security import ConfigError, build_limits, build_verifier
 from server.settings import Settings
 from services.generations import GenerationRegistry
-from services.limits import MemoryConnectionCounter, MemoryRateLimiter
 from services.streamlog import MemoryStreamLog
 
-
-class ConfigError(Exception):
-    """The settings cannot run a server; the message says what to change."""
+__all__ = ["ConfigError", "RelayApp", "build_verifier", "create_app"]
 
 
 class RelayApp(socketio.ASGIApp):  # type: ignore[misc]
@@ -48,29 +45,10 @@ class RelayApp(socketio.ASGIApp):  # type: ignore[misc]
         self.http = http
 
 
-def build_verifier(settings: Settings) -> TokenVerifier:
-    secret = settings.jwt_secret.get_secret_value() if settings.jwt_secret else None
-    if secret is None and settings.allow_anonymous:
-        # Demo/dev: guest tokens need a key; this one lives as long as the process.
-        secret = secrets.token_urlsafe(32)
-    public_key = settings.jwt_public_key.get_secret_value() if settings.jwt_public_key else None
-    return TokenVerifier(
-        secret=secret,
-        public_key=public_key,
-        algorithms=settings.jwt_algorithms,
-        audience=settings.jwt_audience,
-        issuer=settings.jwt_issuer,
-        leeway_s=settings.jwt_leeway_s,
-    )
-
-
 def create_app(settings: Settings) -> RelayApp:
     verifier = build_verifier(settings)
-    if not verifier.can_verify and not settings.allow_anonymous:
-        raise ConfigError(
-            "No way to verify tokens: set JWT_SECRET (HS256) or JWT_PUBLIC_KEY / JWT_JWKS_URL "
-            "with JWT_ALGORITHMS, or start in demo mode (--demo / ALLOW_ANONYMOUS=true)."
-        )
+    redis = aioredis.from_url(settings.redis_url) if settings.redis_url else None
+    limits = build_limits(settings, redis)
     authenticator = Authenticator(verifier, allow_anonymous=settings.allow_anonymous)
     origins = OriginPolicy(settings.cors_origins)
     log = MemoryStreamLog(retention_s=settings.resume_retention_s)
@@ -87,11 +65,12 @@ def create_app(settings: Settings) -> RelayApp:
         ),
         log=log,
         registry=registry,
-        rate_limiter=MemoryRateLimiter(settings.rate_limit_per_minute),
+        rate_limiter=limits.rate,
+        streams=limits.streams,
     )
     relay = Relay(pipeline, log, registry, verifier, resume_grace_s=settings.resume_grace_s)
     connections = Connections()
-    counter = MemoryConnectionCounter(settings.max_connections_per_user)
+    counter = limits.connections
     tails = TailRegistry()
     sio = RelayServer(
         async_mode="asgi",
@@ -123,7 +102,6 @@ def create_app(settings: Settings) -> RelayApp:
     ws_endpoint = WebSocketEndpoint(
         relay, authenticator, origins, connections, counter, settings.max_payload_bytes
     )
-    redis = aioredis.from_url(settings.redis_url) if settings.redis_url else None
     runtime = Runtime(
         settings=settings,
         sio=sio,
@@ -136,6 +114,7 @@ def create_app(settings: Settings) -> RelayApp:
         sio_events=sio_events,
         redis=redis,
     )
+    runtime.extra_cleanup.extend([*limits.closers, verifier.aclose])
 
     http = FastAPI(
         title="llm-relay",
@@ -158,7 +137,14 @@ def create_app(settings: Settings) -> RelayApp:
             },
         )
     )
-    http.include_router(auth_router(settings, verifier))
+    if settings.cors_origins:
+        http.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type"],
+        )
+    http.include_router(auth_router(settings, verifier, limits.logins))
     http.add_api_websocket_route("/websockets/openrouter", ws_endpoint)
     web_routes(http)
     return RelayApp(sio, http, runtime)

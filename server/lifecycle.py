@@ -80,6 +80,7 @@ class Runtime:
             self.session, self.upstream_settings(base_url, api_key)
         )
         self.upstream_configured = api_key is not None
+        await self.verifier.start()  # loads the JWKS, when one is configured
         if api_key is None:
             logger.warning("OPENROUTER_API_KEY is not set: chats will fail with upstream_auth")
 

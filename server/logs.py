@@ -55,7 +55,19 @@ class RedactingFilter(logging.Filter):
             return True
         record.msg = redact(message, self.secrets)
         record.args = None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = _FORMATTER.formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = redact(record.exc_text, self.secrets)
+        if record.stack_info:
+            record.stack_info = redact(record.stack_info, self.secrets)
+        for key, value in list(vars(record).items()):
+            if key not in _STANDARD and isinstance(value, str):
+                setattr(record, key, redact(value, self.secrets))
         return True
+
+
+_FORMATTER = logging.Formatter()
 
 
 class JsonFormatter(logging.Formatter):
@@ -70,7 +82,9 @@ class JsonFormatter(logging.Formatter):
         for key, value in vars(record).items():
             if key not in _STANDARD and not key.startswith("_"):
                 out[key] = value
-        if record.exc_info:
+        if record.exc_text:  # the redaction filter formats (and redacts) it
+            out["exc"] = record.exc_text
+        elif record.exc_info:
             out["exc"] = self.formatException(record.exc_info)
         return orjson.dumps(out, default=str).decode()
 

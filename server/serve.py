@@ -36,7 +36,7 @@ def serve(settings: Settings) -> int:
     try:
         app = create_app(settings)
     except ConfigError as exc:
-        logger.error("%s", exc)
+        logger.error("configuration error: %s", exc)
         return 2
     server = uvicorn.Server(uvicorn_config(settings, app))
     server.run()
