@@ -54,6 +54,7 @@ class JwksKeys:
         self._parsed: dict[tuple[int, str], PyJWK] = {}
         self._loaded_at: float | None = None
         self._attempted_at = -math.inf
+        self._completed = 0  # fetches ended (either way); waiters skip their own
         self._lock = asyncio.Lock()
         self._session: aiohttp.ClientSession | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -76,11 +77,11 @@ class JwksKeys:
 
     async def refresh(self) -> None:
         """Fetch the key set unless that was tried less than ``min_refresh_s`` ago."""
-        tried = self._attempted_at
+        seen = self._completed
         async with self._lock:
             now = time.monotonic()
-            if self._attempted_at != tried or now - self._attempted_at < self.min_refresh_s:
-                return  # another caller just fetched, or it is too soon to ask again
+            if self._completed != seen or now - self._attempted_at < self.min_refresh_s:
+                return  # a fetch ended while we waited, or it is too soon to ask again
             self._attempted_at = now
             self.fetches += 1
             try:
@@ -88,6 +89,8 @@ class JwksKeys:
             except Exception as exc:
                 logger.warning("fetching the JWKS from %s failed: %s", self.url, exc)
                 return
+            finally:
+                self._completed += 1
             self._jwks = keys
             self._parsed.clear()
             self._loaded_at = time.monotonic()

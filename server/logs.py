@@ -16,7 +16,17 @@ import orjson
 
 _SECRET_PATTERNS = [
     # ?token=..., &access_token=...
-    (re.compile(r"((?:^|[?&\s])(?:access_)?token=)[^&\s\"']+", re.I), r"\1[REDACTED]"),
+    (re.compile(r"((?:^|[?&\s])(?:access_|refresh_|id_)?token=)[^&\s\"']+", re.I), r"\1[REDACTED]"),
+    # "token": "…" / "password": "…" in JSON (Socket.IO frames in websockets' debug log)
+    (
+        re.compile(r"((?:token|password|secret)[\"']?\s*:\s*[\"'])[^\"']*", re.I),
+        r"\1[REDACTED]",
+    ),
+    # Authorization / Cookie / Set-Cookie header values (e.g. uvicorn's debug header lines)
+    (
+        re.compile(r"((?:authorization|(?:set-)?cookie)[\"']?\s*[:=]\s*[\"']?)[^\r\n\"']+", re.I),
+        r"\1[REDACTED]",
+    ),
     # Authorization: Bearer xxx / "Bearer xxx"
     (re.compile(r"(bearer\s+)[A-Za-z0-9._~+/=-]+", re.I), r"\1[REDACTED]"),
     # bare JWTs

@@ -191,6 +191,31 @@ async def closed_with(ws: aiohttp.ClientWebSocketResponse, timeout: float = 10) 
             return ws.close_code
 
 
+async def polling_connect(
+    http: aiohttp.ClientSession, url: str, token: str, headers: dict[str, str]
+) -> str | None:
+    """A Socket.IO session over the polling transport, by hand; its URL, or ``None``.
+
+    By hand because python-engineio's client takes a whole ping interval to close a
+    polling session.
+    """
+    base = f"{url}/socket.io/?EIO=4&transport=polling"
+    async with http.get(base, headers=headers) as resp:
+        if resp.status != 200:
+            return None
+        origin = headers.get("Origin")
+        if origin is not None:
+            assert resp.headers.get("Access-Control-Allow-Origin") == origin
+        handshake = json.loads((await resp.text())[1:])
+    sid_url = f"{base}&sid={handshake['sid']}"
+    auth = json.dumps({"token": token})
+    async with http.post(sid_url, data=f"40{auth}", headers=headers) as resp:
+        assert resp.status == 200
+    async with http.get(sid_url, headers=headers) as resp:
+        packets = (await resp.text()).split("\x1e")
+    return sid_url if packets[0].startswith("40{") else None
+
+
 # -- log capture ---------------------------------------------------------------------------
 
 

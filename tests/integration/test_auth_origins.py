@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -15,6 +14,7 @@ from tests.integration.auth_support import (
     mint,
     next_json,
     no_secrets_in_logs,
+    polling_connect,
     raw_ws,
 )
 
@@ -51,30 +51,14 @@ async def opens(url: str, origin: str | None, transports: list[str]) -> bool:
 
 
 async def polling_opens(url: str, origin: str | None) -> bool:
-    """The polling transport's Engine.IO handshake, then the Socket.IO CONNECT with a token.
-
-    Done by hand: python-engineio's client takes a ping interval to close a polling
-    session, which would make every case here slow.
-    """
     headers = {"Origin": origin} if origin else {}
-    base = f"{url}/socket.io/?EIO=4&transport=polling"
     async with aiohttp.ClientSession() as http:
-        async with http.get(base, headers=headers) as resp:
-            if resp.status != 200:
-                return False
-            if origin is not None:
-                assert resp.headers.get("Access-Control-Allow-Origin") == origin
-            handshake = json.loads((await resp.text())[1:])
-        sid_url = f"{base}&sid={handshake['sid']}"
-        auth = json.dumps({"token": mint("alice")})
-        async with http.post(sid_url, data=f"40{auth}", headers=headers) as resp:
-            assert resp.status == 200
-        async with http.get(sid_url, headers=headers) as resp:
-            packets = (await resp.text()).split("\x1e")
-        opened = packets[0].startswith("40{")
+        sid_url = await polling_connect(http, url, mint("alice"), headers)
+        if sid_url is None:
+            return False
         async with http.post(sid_url, data="1", headers=headers) as resp:  # close
             assert resp.status == 200
-        return opened
+        return True
 
 
 async def raw_verdict(url: str, origin: str | None) -> tuple[str, Any]:
