@@ -11,6 +11,7 @@ from typing import Any
 import socketio
 
 from auth.authenticator import Authenticator
+from auth.origins import log_refusal
 from auth.tokens import AuthError, bearer_token
 from events.connections import Connection, Connections
 from events.errors import ErrorCode, ProtocolError, to_protocol_error
@@ -102,10 +103,14 @@ class SocketIOEvents:
         try:
             identity = await self.authenticator.authenticate(token)
         except AuthError as exc:
+            log_refusal(environ.get("asgi.scope"), exc.code, exc.message, TRANSPORT)
             raise socketio.exceptions.ConnectionRefusedError(
                 "unauthorized", {"code": exc.code, "message": exc.message}
             ) from None
         if not await self.counter.acquire(identity.sub, sid):
+            log_refusal(
+                environ.get("asgi.scope"), "rate_limited", "too many connections", TRANSPORT
+            )
             raise socketio.exceptions.ConnectionRefusedError(
                 "rate_limited",
                 {"code": ErrorCode.RATE_LIMITED.value, "message": "Too many connections."},

@@ -17,7 +17,7 @@ import orjson
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from auth.authenticator import Authenticator
-from auth.origins import OriginPolicy
+from auth.origins import OriginPolicy, log_refusal
 from auth.tokens import AuthError, bearer_token
 from events.connections import Connection, Connections
 from events.errors import ErrorCode, ProtocolError, to_protocol_error
@@ -84,6 +84,7 @@ class WebSocketEndpoint:
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def _refuse(self, ws: WebSocket, code: ErrorCode, message: str, close: int) -> None:
+        log_refusal(ws.scope, code.value, message, TRANSPORT)
         await ws.accept()
         error = ProtocolError(code, message).to_wire()
         await ws.send_text(orjson.dumps({"type": "error", **error}).decode())
@@ -105,7 +106,11 @@ class WebSocketEndpoint:
                 ws, ErrorCode.RATE_LIMITED, "Too many connections.", CLOSE_RATE_LIMITED
             )
             return
-        await ws.accept()
+        try:
+            await ws.accept()
+        except BaseException:
+            await self.counter.release(identity.sub, conn_id)  # the client is already gone
+            raise
         sink = WebSocketSink(ws, completion_format=ws.query_params.get("format") == "completion")
         conn = Connection(conn_id, identity, TRANSPORT)
         self.connections.add(conn)

@@ -28,7 +28,7 @@ from server import __version__
 from server.jsonshim import OrjsonShim
 from server.lifecycle import Runtime, lifespan_for
 from server.routes import auth_router, web_routes
-from server.security import ConfigError, build_limits, build_verifier
+from server.security import ConfigError, auth_checks, build_limits, build_verifier
 from server.settings import Settings
 from services.generations import GenerationRegistry
 from services.streamlog import MemoryStreamLog
@@ -134,6 +134,7 @@ def create_app(settings: Settings) -> RelayApp:
                 ),
                 "shutdown": flag_check("shutting_down", lambda: runtime.shutting_down),
                 "redis": disabled_check,
+                **auth_checks(verifier),
             },
         )
     )

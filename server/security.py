@@ -16,6 +16,7 @@ import redis.asyncio as aioredis
 from auth.jwks import JwksKeys
 from auth.keys import MIN_HMAC_SECRET_BYTES, KeyConfigError, PublicKey, family_of, load_public_key
 from auth.tokens import TokenVerifier
+from health.checks import Check, CheckResult
 from server.settings import Settings
 from services.limits import (
     ConnectionCounter,
@@ -146,3 +147,21 @@ def build_limits(settings: Settings, redis: aioredis.Redis | None) -> Limits:
         ),
         closers=(streams.aclose, connections.aclose),
     )
+
+
+def auth_checks(verifier: TokenVerifier) -> dict[str, Check]:
+    """Readiness: with ``JWT_JWKS_URL``, not ready until the provider's keys are loaded.
+
+    The check itself retries the fetch (at most once per ``JWT_JWKS_MIN_REFRESH_S``),
+    so a node that started while the provider was down becomes ready on its own.
+    """
+    jwks = verifier.jwks
+    if jwks is None:
+        return {}
+
+    async def check() -> CheckResult:
+        if not jwks.loaded:
+            await jwks.refresh()
+        return CheckResult("ok", True) if jwks.loaded else CheckResult("keys_not_loaded", False)
+
+    return {"jwks": check}

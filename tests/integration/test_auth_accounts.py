@@ -265,3 +265,23 @@ async def test_server_refuses_to_start_without_a_way_to_verify_tokens(
     assert ran.code == 2
     assert expected in ran.err
     assert "Traceback" not in ran.err
+
+
+async def test_uvicorn_entry_point_refuses_the_same_way(tmp_path: Path) -> None:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("JWT_", "OPENROUTER_"))}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "server.main:app",
+        "--port",
+        "0",
+        env={**clean, "PYTHONPATH": str(REPO)},
+        cwd=tmp_path,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode != 0
+    assert "configuration error: No way to verify tokens" in err.decode()
+    assert "Traceback" not in err.decode()

@@ -106,6 +106,9 @@ async def test_a_deployed_server_logs_no_secrets(
     # the secret-bearing requests were logged, redacted
     assert "/websockets/openrouter?token=[REDACTED]&format=completion" in logs
     assert "/health?token=[REDACTED]" in logs
+    # refusals are logged with the peer address and the reason, never the token
+    assert "refused a socketio connection from 127.0.0.1: token_expired" in logs
+    assert "refused a websocket connection from 127.0.0.1: token_expired" in logs
     # Socket.IO CONNECT frames, in websockets' debug log (quotes escaped in JSON lines)
     assert re.search(r'token\\?":\\?"\[REDACTED\]', logs)
     if log_format == "json":

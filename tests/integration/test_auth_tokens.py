@@ -7,6 +7,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import aiohttp
 import jwt
 import pytest
 
@@ -290,4 +291,22 @@ async def test_a_jwks_outage_keeps_the_known_keys(
         )
         assert jwks.requests == 2
         # … and the keys already known still work
+        await accepted(server, signed(RSA, kid="k1"))
+
+
+async def test_not_ready_until_the_provider_keys_are_loaded(
+    settings_for: Callable[..., Any], jwks: JwksServer
+) -> None:
+    jwks.status = 503  # the identity provider is down when the server starts
+    settings = settings_for(
+        jwt_secret=None, jwt_jwks_url=jwks.url, jwt_algorithms="RS256", jwt_jwks_min_refresh_s=0
+    )
+    async with run_server(settings) as server, aiohttp.ClientSession() as http:
+        async with http.get(f"{server.url}/health/ready") as resp:
+            assert resp.status == 503
+            assert (await resp.json())["checks"]["jwks"] == "keys_not_loaded"
+        jwks.status = 200
+        async with http.get(f"{server.url}/health/ready") as resp:  # retries the fetch
+            assert resp.status == 200
+            assert (await resp.json())["checks"]["jwks"] == "ok"
         await accepted(server, signed(RSA, kid="k1"))
