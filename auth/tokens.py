@@ -95,7 +95,8 @@ class TokenVerifier:
 
     @property
     def can_issue(self) -> bool:
-        return bool(self._secret)
+        """Tokens it mints (HS256) are ones it accepts: a secret, and HS256 allowed."""
+        return "HS256" in self._hmac_algs
 
     async def start(self) -> None:
         """Load the identity provider's keys before the first client needs them."""
@@ -166,8 +167,8 @@ class TokenVerifier:
 
     def issue(self, sub: str, *, name: str | None = None, ttl_s: float = 3600) -> str:
         """An HS256 token for ``sub`` (built-in accounts, guests, scripts)."""
-        if not self._secret:
-            raise RuntimeError("minting tokens needs JWT_SECRET")
+        if not self.can_issue or not self._secret:
+            raise RuntimeError("minting tokens needs JWT_SECRET and HS256 in JWT_ALGORITHMS")
         now = int(time.time())
         claims: dict[str, Any] = {"sub": sub, "iat": now, "nbf": now, "exp": now + int(ttl_s)}
         if name:

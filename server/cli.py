@@ -113,6 +113,9 @@ def run_token(args: argparse.Namespace, settings: Settings) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if not verifier.can_issue:
+        print("error: JWT_ALGORITHMS does not allow HS256, the tokens this mints", file=sys.stderr)
+        return 2
     print(verifier.issue(args.sub, name=args.name, ttl_s=args.ttl))
     return 0
 

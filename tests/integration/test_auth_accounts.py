@@ -285,3 +285,49 @@ async def test_uvicorn_entry_point_refuses_the_same_way(tmp_path: Path) -> None:
     assert proc.returncode != 0
     assert "configuration error: No way to verify tokens" in err.decode()
     assert "Traceback" not in err.decode()
+
+
+def test_users_add_prompts_twice_without_echo_on_a_terminal(tmp_path: Path) -> None:
+    import pty
+    import select
+    import subprocess
+
+    users = tmp_path / "users.toml"
+    primary, secondary = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "server", "users", "add", "grace"],
+        stdin=secondary,
+        stdout=secondary,
+        stderr=secondary,
+        env={**os.environ, "PYTHONPATH": str(REPO), "USERS_FILE": str(users)},
+        cwd=tmp_path,
+        start_new_session=True,  # the pty becomes its controlling terminal (/dev/tty)
+    )
+    os.close(secondary)
+    seen = b""
+
+    def read_until(marker: bytes) -> None:
+        nonlocal seen
+        deadline = time.monotonic() + 30
+        while marker not in seen:
+            assert time.monotonic() < deadline, seen
+            ready, _, _ = select.select([primary], [], [], 0.5)
+            if ready:
+                try:
+                    seen += os.read(primary, 1024)
+                except OSError:  # the child closed the terminal
+                    break
+
+    try:
+        read_until(b"Password:")
+        os.write(primary, PASSWORD.encode() + b"\n")
+        read_until(b"Repeat:")
+        os.write(primary, PASSWORD.encode() + b"\n")
+        read_until(b"saved")
+        assert proc.wait(30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        os.close(primary)
+    assert PASSWORD.encode() not in seen  # not echoed
+    assert UserStore(users).authenticate("grace", PASSWORD) is not None
