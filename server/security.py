@@ -10,6 +10,7 @@ import logging
 import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 import redis.asyncio as aioredis
 
@@ -76,6 +77,9 @@ def build_verifier(settings: Settings) -> TokenVerifier:
                 "asymmetric algorithm: set JWT_ALGORITHMS to the one your identity provider "
                 "signs with, e.g. RS256."
             )
+        url = urlsplit(settings.jwt_jwks_url)
+        if url.scheme == "http" and url.hostname not in ("localhost", "127.0.0.1", "::1"):
+            logger.warning("JWT_JWKS_URL uses plain http: anyone on the path can swap the keys")
         jwks = JwksKeys(
             settings.jwt_jwks_url,
             min_refresh_s=settings.jwt_jwks_min_refresh_s,
