@@ -322,10 +322,10 @@ class Relay:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def refresh(self, conn: Connection, data: Any) -> float:
+    async def refresh(self, conn: Connection, data: Any) -> float:
         req = parse(RefreshRequest, data)
         try:
-            identity = self.verifier.verify(req.token)
+            identity = await self.verifier.verify(req.token)
         except AuthError as exc:
             raise ProtocolError(ErrorCode(exc.code), exc.message) from None
         if identity.sub != conn.identity.sub:

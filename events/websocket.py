@@ -17,7 +17,7 @@ import orjson
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from auth.authenticator import Authenticator
-from auth.origins import OriginPolicy
+from auth.origins import OriginPolicy, log_refusal
 from auth.tokens import AuthError, bearer_token
 from events.connections import Connection, Connections
 from events.errors import ErrorCode, ProtocolError, to_protocol_error
@@ -92,6 +92,7 @@ class WebSocketEndpoint:
 
     async def _refuse(self, ws: WebSocket, code: ErrorCode, message: str, close: int) -> None:
         self.relay.observer.refused(TRANSPORT, code.value)
+        log_refusal(ws.scope, code.value, message, TRANSPORT)
         await ws.accept()
         error = ProtocolError(code, message).to_wire()
         await ws.send_text(orjson.dumps({"type": "error", **error}).decode())
@@ -108,7 +109,7 @@ class WebSocketEndpoint:
             return
         token = bearer_token(ws.headers.get("authorization")) or ws.query_params.get("token")
         try:
-            identity = self.authenticator.authenticate(token)
+            identity = await self.authenticator.authenticate(token)
         except AuthError as exc:
             await self._refuse(ws, ErrorCode(exc.code), exc.message, CLOSE_UNAUTHORIZED)
             return
@@ -118,7 +119,11 @@ class WebSocketEndpoint:
                 ws, ErrorCode.RATE_LIMITED, "Too many connections.", CLOSE_RATE_LIMITED
             )
             return
-        await ws.accept()
+        try:
+            await ws.accept()
+        except BaseException:
+            await self.counter.release(identity.sub, conn_id)  # the client is already gone
+            raise
         sink = WebSocketSink(ws, completion_format=ws.query_params.get("format") == "completion")
         conn = Connection(conn_id, identity, TRANSPORT)
         self.connections.add(conn)
@@ -205,7 +210,7 @@ class WebSocketEndpoint:
                 meta, last_seq = await self.relay.find_resumable(conn, data)
                 self._replay(conn, sink, meta, last_seq)
             elif kind == "refresh":
-                expires_at = self.relay.refresh(conn, data)
+                expires_at = await self.relay.refresh(conn, data)
                 conn.schedule_expiry(on_expired)
                 await sink.send({"type": "refreshed", "expires_at": int(expires_at)})
             else:

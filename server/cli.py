@@ -7,11 +7,15 @@ import getpass
 import re
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from server.settings import Settings
 
 _WILDCARD_HOSTS = frozenset({"0.0.0.0", "::", ""})  # noqa: S104 - probed on loopback
+
+if TYPE_CHECKING:
+    from auth.users import UserStore
+
 _TTL = re.compile(r"^(\d+)\s*([smhd]?)$")
 
 
@@ -70,9 +74,19 @@ def read_password(prompt: str = "Password: ") -> str:
 
 
 def run_users(args: argparse.Namespace, settings: Settings) -> int:
-    from auth.users import PasswordTooLong, UserStore
+    from auth.users import UsersFileError, UserStore
 
     store = UserStore(settings.users_file)
+    try:
+        return _users_command(args, store, settings)
+    except UsersFileError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _users_command(args: argparse.Namespace, store: UserStore, settings: Settings) -> int:
+    from auth.users import PasswordTooLong
+
     if args.users_command == "add":
         password = read_password()
         try:
@@ -93,12 +107,20 @@ def run_users(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def run_token(args: argparse.Namespace, settings: Settings) -> int:
-    from server.app import build_verifier
+    from server.security import ConfigError, build_verifier
 
     if settings.jwt_secret is None:
         print("error: minting tokens needs JWT_SECRET", file=sys.stderr)
         return 2
-    print(build_verifier(settings).issue(args.sub, name=args.name, ttl_s=args.ttl))
+    try:
+        verifier = build_verifier(settings)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if not verifier.can_issue:
+        print("error: JWT_ALGORITHMS does not allow HS256, the tokens this mints", file=sys.stderr)
+        return 2
+    print(verifier.issue(args.sub, name=args.name, ttl_s=args.ttl))
     return 0
 
 
@@ -121,8 +143,16 @@ def run_health(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from pydantic import ValidationError
+
     args = build_parser().parse_args(argv)
-    settings = settings_from(args)
+    try:
+        settings = settings_from(args)
+    except ValidationError as exc:
+        for error in exc.errors():
+            field = ".".join(str(part) for part in error["loc"]).upper() or "settings"
+            print(f"configuration error: {field}: {error['msg']}", file=sys.stderr)
+        return 2
     if args.command == "users":
         return run_users(args, settings)
     if args.command == "token":

@@ -102,6 +102,7 @@ class Runtime:
         self.sio.start_manager()
         if self.rooms is not None:
             await self.rooms.start()
+        await self.verifier.start()  # loads the JWKS, when one is configured
         if api_key is None:
             logger.warning("OPENROUTER_API_KEY is not set: chats will fail with upstream_auth")
 

@@ -105,7 +105,7 @@ def serve(settings: Settings) -> int:
     try:
         app = create_app(settings)
     except ConfigError as exc:
-        logger.error("%s", exc)
+        logger.error("configuration error: %s", exc)
         return 2
     uvicorn_server(settings, app).run()
     return 0
