@@ -16,9 +16,7 @@ import inspect
 import logging
 import secrets
 import time
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, TypeAlias
 
@@ -29,25 +27,11 @@ from llm_relay_client.errors import CLOSED, CONNECTION_ERROR, TIMEOUT, ChatError
 from llm_relay_client.models import Done, Messages, Payload, Session, as_messages
 from llm_relay_client.rooms import Room
 from llm_relay_client.stream import Stream
+from llm_relay_client.tracks import Track, Tracks
 
 logger = logging.getLogger(__name__)
 
 TokenSource: TypeAlias = str | Callable[[], str | Awaitable[str]] | None
-Key: TypeAlias = tuple[str, str | None]  # (request_id, room)
-
-MAX_ENDED = 1_000  # ended requests remembered, so late repeats are dropped
-
-
-@dataclass(slots=True, eq=False)
-class _Track:
-    """Bookkeeping for one request whose events we receive (ours, or in a joined room)."""
-
-    request_id: str
-    room: str | None
-    stream: Stream | None = None
-    payload: Payload | None = None  # the chat payload, for our own requests
-    last_seq: int = -1
-    accepted: bool = False  # the server acknowledged it (or resumed it)
 
 
 def new_request_id() -> str:
@@ -77,7 +61,6 @@ class ChatClient:
     ) -> None:
         self.url = url
         self.session: Session | None = None
-        self.last_done: Done | None = None
         self._token = token
         self._transports = list(transports)
         self._reconnect = reconnect
@@ -86,9 +69,8 @@ class ChatClient:
         self._headers = dict(headers or {})
         self._path = socketio_path
         self._sio = new_socket()
-        self._tracks: dict[Key, _Track] = {}
-        self._ended: OrderedDict[Key, None] = OrderedDict()
         self._rooms: dict[str, Room] = {}
+        self._tracks = Tracks(self._rooms, self._heal)
         self._session_waiter: asyncio.Future[Session] | None = None
         self._connect_error: ChatError | None = None
         self._connected = asyncio.Event()
@@ -108,6 +90,11 @@ class ChatClient:
             on(event, self._stream_handler(event))
         for event in ("message", "presence"):
             on(event, self._room_handler(event))
+
+    @property
+    def last_done(self) -> Done | None:
+        """The ``done`` event of our most recently finished request."""
+        return self._tracks.last_done
 
     @property
     def connected(self) -> bool:
@@ -221,15 +208,22 @@ class ChatClient:
             else:
                 self._rooms.pop(room.name, None)
                 room._end(ChatError.from_wire(ack.get("error")))
-        for track in list(self._tracks.values()):
+        for track in self._tracks.open():
             try:
                 await self._resume(track)
             except ChatError:
-                return
+                return  # the connection went again: the next recovery resumes it
 
-    async def _resume(self, track: _Track) -> None:
-        payload = {"request_id": track.request_id, "last_seq": track.last_seq}
-        ack = await self._call("resume", payload)
+    async def _resume(self, track: Track) -> None:
+        """Ask for the request's events after ``last_seq`` (and then the live ones)."""
+        if track.resuming:
+            return
+        track.resuming = True
+        try:
+            payload = {"request_id": track.request_id, "last_seq": track.last_seq}
+            ack = await self._call("resume", payload)
+        finally:
+            track.resuming = False
         if ack.get("ok") is True:
             track.accepted = True
             return
@@ -237,7 +231,18 @@ class ChatClient:
         if error.code == "not_found" and not track.accepted and track.payload is not None:
             await self._send_chat(track)  # the request never reached the server
             return
-        self._end_track(track, "error", {**error.to_dict(), "request_id": track.request_id})
+        self._tracks.fail(track, error)
+
+    def _heal(self, track: Track) -> None:
+        """Tokens went missing (live ones overtook a reconnect): fetch them from the log."""
+        if not track.resuming and self._connected.is_set():
+            self._spawn(self._heal_now(track))
+
+    async def _heal_now(self, track: Track) -> None:
+        try:
+            await self._resume(track)
+        except ChatError as exc:
+            logger.info("resuming %s failed: %s", track.request_id, exc)
 
     async def close(self) -> None:
         """Leave deliberately: the server closes our upstream requests at once."""
@@ -355,27 +360,22 @@ class ChatClient:
 
     async def _begin(self, stream: Stream) -> None:
         await self._ensure_connected()
-        key = (stream.request_id, stream.room)
-        if key in self._tracks:
-            raise ChatError("invalid_payload", "This request_id is already in flight.")
-        self._ended.pop(key, None)
-        track = _Track(stream.request_id, stream.room, stream, stream.payload)
-        self._tracks[key] = track
+        track = self._tracks.add(stream)
         try:
             await self._send_chat(track)
         except ChatError:
             if self._reconnect_task is None:
-                self._tracks.pop(key, None)
+                self._tracks.discard(track)
                 raise
             # reconnecting: the recovery resumes it, or sends it again
 
-    async def _send_chat(self, track: _Track) -> None:
+    async def _send_chat(self, track: Track) -> None:
         def on_ack(ack: Any = None) -> None:
             if isinstance(ack, dict) and ack.get("ok") is True:
                 track.accepted = True
             else:
                 error = ChatError.from_wire(_dict(ack).get("error"), track.request_id)
-                self._end_track(track, "error", {**error.to_dict(), "room": track.room})
+                self._tracks.fail(track, error)
 
         try:
             await self._sio.emit("chat", track.payload, callback=on_ack)
@@ -412,11 +412,19 @@ class ChatClient:
         if ack.get("ok") is not True:
             raise ChatError.from_wire(ack.get("error"))
 
+    def _fail_all(self, error: ChatError) -> None:
+        """End our open requests with ``error``; rooms' feeds end too, unless we closed."""
+        self._tracks.fail_ours(error)
+        if error.code != CLOSED:
+            for room in self._rooms.values():
+                room._end(error)
+            self._rooms.clear()
+
     # -- incoming events ---------------------------------------------------------------
 
     def _stream_handler(self, event: str) -> Callable[..., Awaitable[None]]:
         async def handler(data: Any = None) -> None:
-            self._on_stream_event(event, data)
+            self._tracks.on_event(event, data)
 
         return handler
 
@@ -428,65 +436,6 @@ class ChatClient:
                 room._feed(event, data)
 
         return handler
-
-    def _on_stream_event(self, event: str, data: Any) -> None:
-        payload = _dict(data)
-        rid = payload.get("request_id")
-        room = payload.get("room")
-        if not isinstance(rid, str):
-            if event == "error":
-                logger.warning("server error: %s", ChatError.from_wire(payload))
-            return
-        room = room if isinstance(room, str) else None
-        key = (rid, room)
-        track = self._tracks.get(key)
-        if track is None:
-            if room is None or room not in self._rooms or key in self._ended:
-                return
-            track = self._tracks[key] = _Track(rid, room, accepted=True)
-        if event == "token":
-            seq = payload.get("seq")
-            if not isinstance(seq, int) or seq <= track.last_seq:
-                return  # a repeat (after a resume)
-            track.last_seq = seq
-            self._deliver(track, event, payload)
-        elif event in ("done", "error"):
-            self._end_track(track, event, payload)
-
-    def _deliver(self, track: _Track, event: str, payload: Payload) -> None:
-        if track.stream is not None:
-            track.stream._feed(event, payload)
-        if track.room is not None:
-            room = self._rooms.get(track.room)
-            if room is not None:
-                room._feed(event, payload)
-
-    def _end_track(self, track: _Track, event: str, payload: Payload) -> None:
-        key = (track.request_id, track.room)
-        if self._tracks.get(key) is not track:
-            return  # ended already
-        del self._tracks[key]
-        self._ended[key] = None
-        if len(self._ended) > MAX_ENDED:
-            self._ended.popitem(last=False)
-        if event == "done" and track.stream is not None:
-            self.last_done = Done.parse(payload)
-        self._deliver(track, event, payload)
-
-    def _fail_all(self, error: ChatError) -> None:
-        """End every open request of ours with ``error`` (rooms' feeds end too)."""
-        for track in list(self._tracks.values()):
-            if track.stream is None:  # another member's request in a room
-                del self._tracks[(track.request_id, track.room)]
-                continue
-            payload = {**error.to_dict(), "request_id": track.request_id}
-            if track.room is not None:
-                payload["room"] = track.room
-            self._end_track(track, "error", payload)
-        if error.code != CLOSED:
-            for room in self._rooms.values():
-                room._end(error)
-            self._rooms.clear()
 
 
 def _lost(message: str = "Lost the connection to the server.") -> ChatError:
