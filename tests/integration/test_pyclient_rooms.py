@@ -42,6 +42,10 @@ async def next_of(room: Room, kind: type[E], timeout: float = 10) -> E:
     return await asyncio.wait_for(find(), timeout)
 
 
+async def drain(room: Room) -> list[RoomEvent]:
+    return [event async for event in room]
+
+
 async def until_done(room: Room, request_id: str, timeout: float = 30) -> list[RoomEvent]:
     """Events up to and including the terminal one of ``request_id``."""
     seen: list[RoomEvent] = []
@@ -65,8 +69,9 @@ async def test_room_members_messages_and_the_streamed_reply(
         assert bob_room.history == ()
         alice_room = await alice.join("lobby")
         assert {m.id for m in alice_room.members} == {"alice", "bob"}
-        presence = await next_of(bob_room, Presence)
-        assert {m.id for m in presence.members} == {"alice", "bob"}
+        presence = await next_of(bob_room, Presence)  # his own arrival
+        while {m.id for m in presence.members} != {"alice", "bob"}:
+            presence = await next_of(bob_room, Presence)  # then alice's
         assert {m.id for m in bob_room.members} == {"alice", "bob"}
 
         stream = alice_room.stream("hello room", model="double/echo")
@@ -82,11 +87,9 @@ async def test_room_members_messages_and_the_streamed_reply(
         assert [t.seq for t in tokens] == list(range(len(tokens)))
         assert "".join(t.content for t in tokens) == answer
         assert all(t.room == "lobby" and t.request_id == stream.request_id for t in tokens)
-        # the model saw the room's conversation; the request_id and room never left the server
-        assert upstream.requests[-1].body["messages"][-1] == {
-            "role": "user",
-            "content": "hello room",
-        }
+        # the model saw the room's conversation, the new message last
+        last = upstream.requests[-1].body["messages"][-1]
+        assert (last["role"], last["content"]) == ("user", "hello room")
 
         async with client_for(server, "carol") as carol:
             late = await carol.join("lobby")
@@ -101,8 +104,9 @@ async def test_leave_ends_the_iterator_and_refusals_raise(server: RunningServer)
         room = await alice.join("side")
         assert await alice.join("side") is room  # joining twice is the same room
         await room.leave()
-        with pytest.raises(StopAsyncIteration):
-            await room.__anext__()
+        # the feed ends (after the events that came before leaving)
+        await asyncio.wait_for(drain(room), 5)
+        assert not room.joined
         with pytest.raises(ChatError) as not_joined:
             await alice.leave("side")
         assert not_joined.value.code == "not_found"
@@ -148,3 +152,19 @@ async def test_room_feed_survives_a_killed_transport(
         assert "".join(t.content for t in tokens) == SLOW_TEXT
         assert bob.session is not None
         assert {m.id for m in bob_room.members} >= {"bob"}
+
+
+async def test_cli_chats_in_a_room(server: RunningServer, upstream: UpstreamDouble) -> None:
+    from tests.integration.test_pyclient_cli import run_cli, token_args
+
+    async with client_for(server, "bob") as bob:
+        room = await bob.join("cli-room")
+        code, out, err = await run_cli(
+            *token_args(server, "dana"), "--room", "cli-room", "-m", "double/echo", "hi all"
+        )
+        assert (code, err) == (0, "")
+        assert out == "echo: hi all\n"
+        message = await next_of(room, Message)
+        assert (message.user.id, message.text) == ("dana", "hi all")
+        done = await next_of(room, Done)
+        assert done.finish_reason == "stop"
