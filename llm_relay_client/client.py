@@ -31,6 +31,8 @@ from llm_relay_client.tracks import Track, Tracks
 
 logger = logging.getLogger(__name__)
 
+MAX_RESUME_ATTEMPTS = 3
+
 TokenSource: TypeAlias = str | Callable[[], str | Awaitable[str]] | None
 
 
@@ -74,6 +76,7 @@ class ChatClient:
         self._session_waiter: asyncio.Future[Session] | None = None
         self._connect_error: ChatError | None = None
         self._connected = asyncio.Event()
+        self._link: asyncio.Future[None] | None = None  # resolved when this connection drops
         self._closing = False
         self._reconnect_task: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -138,6 +141,7 @@ class ChatClient:
         except TimeoutError:
             await disconnect_deliberately(self._sio)
             raise ChatError(TIMEOUT, "The server sent no session event.", retryable=True) from None
+        self._link = loop.create_future()
         self._connected.set()
 
     async def _ensure_connected(self) -> None:
@@ -166,6 +170,8 @@ class ChatClient:
     async def _on_disconnect(self, reason: Any = None) -> None:
         was_connected = self._connected.is_set()
         self._connected.clear()
+        if self._link is not None and not self._link.done():
+            self._link.set_result(None)
         if self._closing or not was_connected:
             return
         if self._reconnect and self._reconnect_task is None:
@@ -185,14 +191,15 @@ class ChatClient:
                     await self._open()
                 except ChatError as exc:
                     if exc.is_auth or time.monotonic() >= deadline:
-                        if not exc.is_auth:
-                            exc = _lost()
-                        self._fail_all(exc)
+                        self._fail_all(exc if exc.is_auth else _lost())
                         return
                     continue
                 logger.info("reconnected; resuming %d request(s)", len(self._tracks))
                 await self._recover()
-                return
+                if self._connected.is_set():
+                    return
+                deadline = time.monotonic() + self._reconnect_timeout  # lost again
+                delay = 0.1
         finally:
             self._reconnect_task = None
 
@@ -214,7 +221,7 @@ class ChatClient:
             except ChatError:
                 return  # the connection went again: the next recovery resumes it
 
-    async def _resume(self, track: Track) -> None:
+    async def _resume(self, track: Track, attempt: int = 1) -> None:
         """Ask for the request's events after ``last_seq`` (and then the live ones)."""
         if track.resuming:
             return
@@ -226,6 +233,14 @@ class ChatClient:
             track.resuming = False
         if ack.get("ok") is True:
             track.accepted = True
+            deferred, track.deferred = track.deferred, None
+            if deferred is not None and self._tracks.is_open(track):
+                # A room's terminal event came while resuming: it may have overtaken
+                # tokens the replay is still bringing; ask again from where we are.
+                if attempt < MAX_RESUME_ATTEMPTS:
+                    await self._resume(track, attempt + 1)
+                else:
+                    self._tracks.end(track, *deferred)
             return
         error = ChatError.from_wire(ack.get("error"), track.request_id)
         if error.code == "not_found" and not track.accepted and track.payload is not None:
@@ -288,15 +303,20 @@ class ChatClient:
             if not answer.done():
                 answer.set_result(args[0] if args else None)
 
+        link = self._link
         try:
             await self._sio.emit(event, data, callback=on_ack)
         except socketio.exceptions.SocketIOError:
             raise _lost("Not connected to the server.") from None
-        try:
-            ack = await asyncio.wait_for(answer, self._timeout)
-        except TimeoutError:
-            raise ChatError(TIMEOUT, f"No answer to {event!r} in time.", retryable=True) from None
-        return ack if isinstance(ack, dict) else {}
+        waits: list[asyncio.Future[Any]] = [answer] if link is None else [answer, link]
+        await asyncio.wait(waits, timeout=self._timeout, return_when=asyncio.FIRST_COMPLETED)
+        if answer.done():
+            ack = answer.result()
+            return ack if isinstance(ack, dict) else {}
+        answer.cancel()
+        if link is not None and link.done():
+            raise _lost()
+        raise ChatError(TIMEOUT, f"No answer to {event!r} in time.", retryable=True)
 
     # -- requests ----------------------------------------------------------------------
 

@@ -4,7 +4,9 @@ A *track* follows one request: one of ours (it feeds a :class:`Stream`) or anoth
 member's in a joined room (it feeds that :class:`Room`). Tokens are kept only when
 their ``seq`` follows the last one kept: a repeat (after a resume) is dropped, and a
 gap (live tokens arriving before the resume's replay) asks for the missing part from
-the server's stream log instead of delivering out of order.
+the server's stream log instead of delivering out of order. Only in rooms do live
+events reach a resuming client (it rejoined the room); there a terminal event that
+arrives while a resume is in flight is held until the replay has caught up.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ class Track:
     last_seq: int = -1
     accepted: bool = False  # the server acknowledged it (or resumed it)
     resuming: bool = False  # a resume is in flight: the replay brings what is missing
+    deferred: tuple[str, Payload] | None = None  # a room's terminal event held meanwhile
 
     @property
     def key(self) -> Key:
@@ -61,6 +64,9 @@ class Tracks:
         track = self._open[key] = Track(stream.request_id, stream.room, stream, stream.payload)
         return track
 
+    def is_open(self, track: Track) -> bool:
+        return self._open.get(track.key) is track
+
     def discard(self, track: Track) -> None:
         if self._open.get(track.key) is track:
             del self._open[track.key]
@@ -88,7 +94,11 @@ class Tracks:
                 return
             track.last_seq = seq
             self._deliver(track, event, payload)
-        elif event in ("done", "error") and not track.resuming:
+        elif event in ("done", "error"):
+            if track.resuming and track.room is not None:
+                # In a room, live events reach us too: this one may overtake the replay.
+                track.deferred = (event, payload)
+                return
             self.end(track, event, payload)
 
     def _deliver(self, track: Track, event: str, payload: Payload) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -226,6 +227,46 @@ async def test_stream_survives_a_killed_transport(
         assert client.session.sid != first_sid
         assert len(upstream.requests) == 1
         assert upstream.requests[0].completed
+
+
+async def test_a_request_sent_as_the_transport_dies_is_neither_lost_nor_doubled(
+    server: RunningServer, upstream: UpstreamDouble
+) -> None:
+    async with client_for(server) as client:
+        stream = client.stream("Hi", model="double/normal")
+        await stream.start()  # the chat packet is queued, not yet written
+        await kill_transport(client)
+        assert "".join([text async for text in stream]) == NORMAL_TEXT
+        assert stream.done is not None
+        assert len(upstream.requests) == 1
+
+
+async def test_a_refused_reconnect_fails_the_open_stream(server: RunningServer) -> None:
+    tokens = iter([make_token("alice"), "revoked"])
+
+    def token() -> str:
+        return next(tokens, "revoked")
+
+    async with ChatClient(server.url, token=token) as client:
+        stream = client.stream("Count", model="double/slow")
+        received: list[str] = []
+        await stream.start()
+        assert await stream.__anext__()
+        await kill_transport(client)
+        with pytest.raises(ChatError) as caught:
+            await read_into(stream, received)
+        assert caught.value.code == "unauthorized"
+        assert not client.connected
+
+
+async def test_refresh_hands_the_server_a_newer_token(server: RunningServer) -> None:
+    async with client_for(server) as client:
+        newer = make_token("alice", ttl=7200)
+        expires_at = await client.refresh(newer)
+        assert expires_at > time.time() + 3600
+        with pytest.raises(ChatError) as other_user:
+            await client.refresh(make_token("mallory"))
+        assert other_user.value.code == "forbidden"
 
 
 async def read_into(stream: Stream, received: list[str]) -> None:

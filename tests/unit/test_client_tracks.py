@@ -75,14 +75,25 @@ async def test_a_gap_asks_for_a_resume_and_is_not_delivered() -> None:
     tracks.on_event("token", token(0))
     tracks.on_event("token", token(3))  # 1 and 2 went missing
     assert [t.request_id for t in healed] == ["r1"]
-    track = healed[0]
-    track.resuming = True
-    tracks.on_event("done", done())  # live, overtaking the replay: the replay brings it
-    track.resuming = False
     for seq in (1, 2, 3):  # the replay
         tracks.on_event("token", token(seq))
     tracks.on_event("done", done())
     assert await read_all(stream) == "t0 t1 t2 t3 "
+
+
+async def test_in_a_room_a_terminal_event_during_a_resume_is_held() -> None:
+    tracks, stream, _, rooms = setup("lobby")
+    rooms["lobby"] = Room(Host(), "lobby")
+    tracks.on_event("token", token(0, room="lobby"))
+    track = tracks.open()[0]
+    track.resuming = True
+    tracks.on_event("done", done(room="lobby"))  # live, maybe ahead of the replay
+    assert tracks.is_open(track)
+    assert track.deferred is not None
+    track.resuming = False
+    tracks.on_event("token", token(1, room="lobby"))  # the replay
+    tracks.on_event("done", done(room="lobby"))
+    assert await read_all(stream) == "t0 t1 "
 
 
 async def test_an_error_event_is_raised_once() -> None:
