@@ -12,18 +12,15 @@ request, so each stream still yields its text exactly once.
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from types import TracebackType
-from typing import Any, TypeAlias
+from typing import Any
 
-import socketio
-
-from llm_relay_client.connection import disconnect_deliberately, new_socket, refusal
-from llm_relay_client.errors import CLOSED, CONNECTION_ERROR, TIMEOUT, ChatError
+from llm_relay_client.connection import Link, TokenSource, lost
+from llm_relay_client.errors import CLOSED, ChatError
 from llm_relay_client.models import Done, Messages, Payload, Session, as_messages
 from llm_relay_client.rooms import Room
 from llm_relay_client.stream import Stream
@@ -32,8 +29,6 @@ from llm_relay_client.tracks import Track, Tracks
 logger = logging.getLogger(__name__)
 
 MAX_RESUME_ATTEMPTS = 3
-
-TokenSource: TypeAlias = str | Callable[[], str | Awaitable[str]] | None
 
 
 def new_request_id() -> str:
@@ -62,21 +57,19 @@ class ChatClient:
         socketio_path: str = "socket.io",
     ) -> None:
         self.url = url
-        self.session: Session | None = None
-        self._token = token
-        self._transports = list(transports)
+        self._link = Link(
+            url,
+            token=token,
+            transports=transports,
+            timeout=timeout,
+            headers=headers,
+            socketio_path=socketio_path,
+            on_lost=self._on_lost,
+        )
         self._reconnect = reconnect
         self._reconnect_timeout = reconnect_timeout
-        self._timeout = timeout
-        self._headers = dict(headers or {})
-        self._path = socketio_path
-        self._sio = new_socket()
         self._rooms: dict[str, Room] = {}
         self._tracks = Tracks(self._rooms, self._heal)
-        self._session_waiter: asyncio.Future[Session] | None = None
-        self._connect_error: ChatError | None = None
-        self._connected = asyncio.Event()
-        self._link: asyncio.Future[None] | None = None  # resolved when this connection drops
         self._closing = False
         self._reconnect_task: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -85,10 +78,7 @@ class ChatClient:
     # -- connection --------------------------------------------------------------------
 
     def _register(self) -> None:
-        on = self._sio.on
-        on("session", self._on_session)
-        on("connect_error", self._on_connect_error)
-        on("disconnect", self._on_disconnect)
+        on = self._link.on
         for event in ("token", "done", "error"):
             on(event, self._stream_handler(event))
         for event in ("message", "presence"):
@@ -100,85 +90,45 @@ class ChatClient:
         return self._tracks.last_done
 
     @property
+    def session(self) -> Session | None:
+        """The server's ``session`` event of the current (or last) connection."""
+        return self._link.session
+
+    @property
     def connected(self) -> bool:
-        return self._connected.is_set()
+        return self._link.connected.is_set()
 
     async def connect(self) -> Session:
         """Connect (``async with`` does it); raise ChatError if refused or unreachable."""
         self._closing = False
         await self._ensure_connected()
-        assert self.session is not None
-        return self.session
-
-    async def _auth(self) -> dict[str, str]:
-        token = self._token
-        if callable(token):
-            value = token()
-            token = await value if inspect.isawaitable(value) else value
-        return {"token": token} if token else {}
-
-    async def _open(self) -> None:
-        self._connect_error = None
-        loop = asyncio.get_running_loop()
-        waiter: asyncio.Future[Session] = loop.create_future()
-        self._session_waiter = waiter
-        try:
-            await self._sio.connect(
-                self.url,
-                auth=self._auth,
-                headers=self._headers,
-                transports=self._transports,
-                socketio_path=self._path,
-                wait_timeout=self._timeout,
-            )
-        except (socketio.exceptions.ConnectionError, ValueError) as exc:
-            await self._sio.eio.disconnect()  # closes its HTTP session
-            raise self._connect_error or ChatError(
-                CONNECTION_ERROR, str(exc) or "Cannot connect to the server.", retryable=True
-            ) from None
-        try:
-            self.session = await asyncio.wait_for(waiter, self._timeout)
-        except TimeoutError:
-            await disconnect_deliberately(self._sio)
-            raise ChatError(TIMEOUT, "The server sent no session event.", retryable=True) from None
-        self._link = loop.create_future()
-        self._connected.set()
+        assert self._link.session is not None
+        return self._link.session
 
     async def _ensure_connected(self) -> None:
         if self._closing:
             raise ChatError(CLOSED, "The client is closed.")
-        if self._connected.is_set():
+        connected = self._link.connected
+        if connected.is_set():
             return
         task = self._reconnect_task
         if task is None:
-            await self._open()
+            await self._link.open()
             return
-        waiter = asyncio.ensure_future(self._connected.wait())
+        waiter = asyncio.ensure_future(connected.wait())
         await asyncio.wait([waiter, task], return_when=asyncio.FIRST_COMPLETED)
         waiter.cancel()
-        if not self._connected.is_set():
-            raise _lost()
+        if not connected.is_set():
+            raise lost()
 
-    async def _on_session(self, data: Any = None) -> None:
-        waiter = self._session_waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(Session.parse(data))
-
-    async def _on_connect_error(self, data: Any = None) -> None:
-        self._connect_error = refusal(data)
-
-    async def _on_disconnect(self, reason: Any = None) -> None:
-        was_connected = self._connected.is_set()
-        self._connected.clear()
-        if self._link is not None and not self._link.done():
-            self._link.set_result(None)
-        if self._closing or not was_connected:
+    async def _on_lost(self, reason: Any) -> None:
+        if self._closing:
             return
-        if self._reconnect and self._reconnect_task is None:
+        if not self._reconnect:
+            self._fail_all(lost())
+        elif self._reconnect_task is None:
             logger.info("connection lost (%s); reconnecting", reason)
             self._reconnect_task = self._spawn(self._reconnect_loop())
-        elif not self._reconnect:
-            self._fail_all(_lost())
 
     async def _reconnect_loop(self) -> None:
         deadline = time.monotonic() + self._reconnect_timeout
@@ -188,15 +138,15 @@ class ChatClient:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
                 try:
-                    await self._open()
+                    await self._link.open()
                 except ChatError as exc:
                     if exc.is_auth or time.monotonic() >= deadline:
-                        self._fail_all(exc if exc.is_auth else _lost())
+                        self._fail_all(exc if exc.is_auth else lost())
                         return
                     continue
                 logger.info("reconnected; resuming %d request(s)", len(self._tracks))
                 await self._recover()
-                if self._connected.is_set():
+                if self.connected:
                     return
                 deadline = time.monotonic() + self._reconnect_timeout  # lost again
                 delay = 0.1
@@ -207,7 +157,7 @@ class ChatClient:
         """Join our rooms again, then resume every open request from its last ``seq``."""
         for room in list(self._rooms.values()):
             try:
-                ack = await self._call("join", {"room": room.name})
+                ack = await self._link.call("join", {"room": room.name})
             except ChatError:
                 continue  # the connection went again: the next recovery retries
             if ack.get("ok") is True:
@@ -228,7 +178,7 @@ class ChatClient:
         track.resuming = True
         try:
             payload = {"request_id": track.request_id, "last_seq": track.last_seq}
-            ack = await self._call("resume", payload)
+            ack = await self._link.call("resume", payload)
         finally:
             track.resuming = False
         if ack.get("ok") is True:
@@ -250,7 +200,7 @@ class ChatClient:
 
     def _heal(self, track: Track) -> None:
         """Tokens went missing (live ones overtook a reconnect): fetch them from the log."""
-        if not track.resuming and self._connected.is_set():
+        if not track.resuming and self.connected:
             self._spawn(self._heal_now(track))
 
     async def _heal_now(self, track: Track) -> None:
@@ -267,8 +217,7 @@ class ChatClient:
         task = self._reconnect_task
         if task is not None:
             task.cancel()
-        await disconnect_deliberately(self._sio)
-        self._connected.clear()
+        await self._link.close()
         self._fail_all(ChatError(CLOSED, "The client was closed."))
         for room in self._rooms.values():
             room._end()
@@ -293,30 +242,6 @@ class ChatClient:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
-
-    async def _call(self, event: str, data: Payload) -> Payload:
-        """Emit with an acknowledgement; the ack as a dict."""
-        loop = asyncio.get_running_loop()
-        answer: asyncio.Future[Any] = loop.create_future()
-
-        def on_ack(*args: Any) -> None:
-            if not answer.done():
-                answer.set_result(args[0] if args else None)
-
-        link = self._link
-        try:
-            await self._sio.emit(event, data, callback=on_ack)
-        except socketio.exceptions.SocketIOError:
-            raise _lost("Not connected to the server.") from None
-        waits: list[asyncio.Future[Any]] = [answer] if link is None else [answer, link]
-        await asyncio.wait(waits, timeout=self._timeout, return_when=asyncio.FIRST_COMPLETED)
-        if answer.done():
-            ack = answer.result()
-            return ack if isinstance(ack, dict) else {}
-        answer.cancel()
-        if link is not None and link.done():
-            raise _lost()
-        raise ChatError(TIMEOUT, f"No answer to {event!r} in time.", retryable=True)
 
     # -- requests ----------------------------------------------------------------------
 
@@ -364,17 +289,17 @@ class ChatClient:
     async def cancel(self, request_id: str) -> None:
         """Stop one of our requests; it ends with ``done`` (``finish_reason: cancelled``)."""
         await self._ensure_connected()
-        ack = await self._call("cancel", {"request_id": request_id})
+        ack = await self._link.call("cancel", {"request_id": request_id})
         if ack.get("ok") is not True:
             raise ChatError.from_wire(ack.get("error"), request_id)
 
     async def refresh(self, token: str) -> float:
         """Hand the server a newer token for the same user; returns its ``exp``."""
-        ack = await self._call("refresh", {"token": token})
+        ack = await self._link.call("refresh", {"token": token})
         if ack.get("ok") is not True:
             raise ChatError.from_wire(ack.get("error"))
-        if not callable(self._token):
-            self._token = token
+        if not callable(self._link.token):
+            self._link.token = token
         expires_at = ack.get("expires_at")
         return float(expires_at) if isinstance(expires_at, int | float) else 0.0
 
@@ -397,10 +322,7 @@ class ChatClient:
                 error = ChatError.from_wire(_dict(ack).get("error"), track.request_id)
                 self._tracks.fail(track, error)
 
-        try:
-            await self._sio.emit("chat", track.payload, callback=on_ack)
-        except socketio.exceptions.SocketIOError:
-            raise _lost("Not connected to the server.") from None
+        await self._link.emit("chat", track.payload or {}, on_ack)
 
     # -- rooms -------------------------------------------------------------------------
 
@@ -413,7 +335,7 @@ class ChatClient:
         joined = Room(self, room)
         self._rooms[room] = joined  # before the call: events may follow the ack at once
         try:
-            ack = await self._call("join", {"room": room})
+            ack = await self._link.call("join", {"room": room})
         except ChatError:
             self._rooms.pop(room, None)
             raise
@@ -425,7 +347,7 @@ class ChatClient:
 
     async def leave(self, room: str) -> None:
         await self._ensure_connected()
-        ack = await self._call("leave", {"room": room})
+        ack = await self._link.call("leave", {"room": room})
         joined = self._rooms.pop(room, None)
         if joined is not None:
             joined._end()
@@ -456,10 +378,6 @@ class ChatClient:
                 room._feed(event, data)
 
         return handler
-
-
-def _lost(message: str = "Lost the connection to the server.") -> ChatError:
-    return ChatError(CONNECTION_ERROR, message, retryable=True)
 
 
 def _dict(value: Any) -> dict[str, Any]:

@@ -17,7 +17,8 @@ from collections.abc import Callable, Coroutine, Iterator
 from types import TracebackType
 from typing import Any, Generic, TypeVar
 
-from llm_relay_client.client import ChatClient, TokenSource
+from llm_relay_client.client import ChatClient
+from llm_relay_client.connection import TokenSource
 from llm_relay_client.models import Done, Member, Message, Messages, RoomEvent, Session
 from llm_relay_client.rooms import Room
 from llm_relay_client.stream import Event, Stream

@@ -276,7 +276,7 @@ async def read_into(stream: Stream, received: list[str]) -> None:
 
 async def kill_transport(client: ChatClient) -> None:
     """Drop the WebSocket under the client without a Socket.IO DISCONNECT (a network cut)."""
-    transport = client._sio.eio.ws._conn.transport
+    transport = client._link.sio.eio.ws._conn.transport
     transport.abort()
     await asyncio.sleep(0)
 
