@@ -12,10 +12,10 @@ class Authenticator:
         self.verifier = verifier
         self.allow_anonymous = allow_anonymous
 
-    def authenticate(self, token: str | None) -> Identity:
+    async def authenticate(self, token: str | None) -> Identity:
         """A token is verified; no token is a fresh guest only in anonymous mode."""
         if token:
-            return self.verifier.verify(token)
+            return await self.verifier.verify(token)
         if self.allow_anonymous:
             return new_guest()
         raise AuthError("unauthorized", "A token is required.")

@@ -8,8 +8,11 @@ in ``CORS_ORIGINS``.  An empty list means same origin only, never "any origin".
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Mapping
 from typing import Any
+
+logger = logging.getLogger(__name__)
 
 _HTTP_SCHEME = {"ws": "http", "wss": "https", "http": "http", "https": "https"}
 
@@ -47,3 +50,30 @@ def header(scope: Mapping[str, Any], name: bytes) -> str | None:
         if key == name:
             return bytes(value).decode("latin-1")
     return None
+
+
+def peer_address(scope: Mapping[str, Any] | None) -> str:
+    """The client's address as the ASGI server reports it (``X-Forwarded-For`` applied by
+    uvicorn only for trusted proxies), never a header the client chose; for logs."""
+    client = scope.get("client") if scope else None
+    if isinstance(client, list | tuple) and client:
+        return str(client[0])
+    return "unknown"
+
+
+def log_refusal(scope: Mapping[str, Any] | None, code: str, reason: str, transport: str) -> None:
+    """One info line per refused connection: who (address), why — never the token."""
+    address = peer_address(scope)
+    logger.info(
+        "refused a %s connection from %s: %s (%s)",
+        transport,
+        address,
+        code,
+        reason,
+        extra={
+            "event": "connection_refused",
+            "code": code,
+            "transport": transport,
+            "peer": address,
+        },
+    )

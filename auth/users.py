@@ -9,7 +9,10 @@ name = "Alice"          # optional display name
 
 from __future__ import annotations
 
+import functools
+import logging
 import os
+import re
 import tempfile
 import tomllib
 from dataclasses import dataclass
@@ -18,8 +21,21 @@ from pathlib import Path
 import bcrypt
 
 BCRYPT_MAX_BYTES = 72
-# Checked against when the user does not exist, so both answers take the same time.
-_DUMMY_HASH = bcrypt.hashpw(b"not a password", bcrypt.gensalt(rounds=12))
+# No ":" — "guest:…" identities belong to the server.
+USERNAME = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
+DEFAULT_ROUNDS = 12
+
+logger = logging.getLogger(__name__)
+
+
+@functools.cache
+def _dummy_hash() -> bytes:
+    """Checked against when the user does not exist, so both answers take the same time."""
+    return bcrypt.hashpw(b"not a password", bcrypt.gensalt(rounds=DEFAULT_ROUNDS))
+
+
+class UsersFileError(ValueError):
+    """The users file cannot be read; the message names it."""
 
 
 class PasswordTooLong(ValueError):
@@ -33,7 +49,7 @@ class Account:
     name: str
 
 
-def hash_password(password: str, rounds: int = 12) -> str:
+def hash_password(password: str, rounds: int = DEFAULT_ROUNDS) -> str:
     raw = password.encode()
     if len(raw) > BCRYPT_MAX_BYTES:
         raise PasswordTooLong(f"passwords are limited to {BCRYPT_MAX_BYTES} bytes")
@@ -47,7 +63,7 @@ def check_password(password: str, password_hash: str | None) -> bool:
     raw = password.encode()
     too_long = len(raw) > BCRYPT_MAX_BYTES
     candidate = raw[:BCRYPT_MAX_BYTES]
-    stored = password_hash.encode() if password_hash else _DUMMY_HASH
+    stored = password_hash.encode() if password_hash else _dummy_hash()
     try:
         ok = bcrypt.checkpw(candidate, stored)
     except ValueError:
@@ -64,6 +80,8 @@ class UserStore:
             data = tomllib.loads(self.path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             return {}
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+            raise UsersFileError(f"cannot read the users file {self.path}: {exc}") from exc
         users = data.get("users", {})
         out: dict[str, Account] = {}
         for username, entry in users.items():
@@ -74,7 +92,11 @@ class UserStore:
         return out
 
     def authenticate(self, username: str, password: str) -> Account | None:
-        account = self.load().get(username)
+        try:
+            account = self.load().get(username)
+        except UsersFileError as exc:
+            logger.error("%s", exc)
+            account = None
         ok = check_password(password, account.password_hash if account else None)
         return account if ok else None
 
@@ -94,6 +116,8 @@ class UserStore:
         os.replace(tmp, self.path)
 
     def add(self, username: str, password: str, name: str | None = None) -> None:
+        if not USERNAME.match(username):
+            raise ValueError("user names are 1-64 characters of A-Z a-z 0-9 _ . @ -")
         accounts = self.load()
         accounts[username] = Account(username, hash_password(password), name or username)
         self.save(accounts)

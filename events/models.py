@@ -266,3 +266,27 @@ def validation_details(exc: ValidationError) -> list[dict[str, str]]:
         if len(out) >= 20:
             break
     return out
+
+
+def within_budget(data: Any, budget: int) -> bool:
+    """Whether ``data`` holds at most ``budget`` JSON values (object members, array items).
+
+    Checked before validation: pydantic reports one error per bad item or unknown field,
+    and a megabyte of ``[1,1,1,…]`` or ``{"a":0,"b":0,…}`` would otherwise cost seconds
+    of CPU and hundreds of megabytes for its error list.  Stops as soon as it is over.
+    """
+    stack = [data]
+    seen = 0
+    while stack:
+        value = stack.pop()
+        if isinstance(value, dict):
+            seen += len(value)
+            stack.extend(value.values())
+        elif isinstance(value, list):
+            seen += len(value)
+            stack.extend(value)
+        else:
+            continue
+        if seen > budget:
+            return False
+    return True

@@ -21,10 +21,10 @@ from pydantic import ValidationError
 
 from auth.tokens import Identity
 from events.errors import ErrorCode, ProtocolError, to_protocol_error
-from events.models import ChatRequest, validation_details
+from events.models import ChatRequest, validation_details, within_budget
 from services import log_context
 from services.generations import Generation, GenerationRegistry, StopReason
-from services.limits import RateLimiter
+from services.limits import MemoryStreamCounter, RateLimiter, StreamCounter
 from services.streamlog import StreamLog, StreamMeta, stream_key
 from services.upstream import Chunk, UpstreamClient
 
@@ -114,6 +114,7 @@ class PipelineConfig:
     max_streams_per_connection: int = 4
     max_streams_per_user: int = 8
     token_coalesce_s: float = 0.0  # deltas within this window after the first go out as one
+    max_json_values: int = 20_000  # object members + array items in one chat payload
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,6 +157,7 @@ class ChatPipeline:
         log: StreamLog,
         registry: GenerationRegistry,
         rate_limiter: RateLimiter,
+        streams: StreamCounter | None = None,
         observer: PipelineObserver | None = None,
         upstream: UpstreamClient | None = None,
     ) -> None:
@@ -164,8 +166,11 @@ class ChatPipeline:
         self._log = log
         self._registry = registry
         self._rate = rate_limiter
+        # Streams in flight per user; shared between nodes when given a Redis counter.
+        self._streams: StreamCounter = streams or MemoryStreamCounter(config.max_streams_per_user)
         self._observer: PipelineObserver = observer or _NoObserver()
         self._accepting = True
+        self._starting: dict[str, str] = {}  # stream key -> conn_id, while accept awaits
 
     # -- validation ---------------------------------------------------------------
 
@@ -180,6 +185,11 @@ class ChatPipeline:
             raise ProtocolError(
                 ErrorCode.PAYLOAD_TOO_LARGE,
                 f"The payload is {size} bytes; the limit is {cfg.max_payload_bytes}.",
+            )
+        if not within_budget(data, cfg.max_json_values):
+            raise ProtocolError(
+                ErrorCode.PAYLOAD_TOO_LARGE,
+                f"The payload holds more than {cfg.max_json_values} JSON values.",
             )
         messages = data.get("messages")
         if isinstance(messages, list) and len(messages) > cfg.max_messages:
@@ -236,6 +246,11 @@ class ChatPipeline:
     def stop_accepting(self) -> None:
         self._accepting = False
 
+    @property
+    def accepting(self) -> bool:
+        """False once the server is shutting down: transports refuse new connections."""
+        return self._accepting
+
     async def accept(
         self,
         who: Requester,
@@ -251,33 +266,61 @@ class ChatPipeline:
         owner = who.identity.sub
         request_id = req.request_id or new_request_id()
         key = stream_key(owner, request_id)
-        if self._registry.get(key) is not None:
+        if self._registry.get(key) is not None or key in self._starting:
             raise ProtocolError(
                 ErrorCode.INVALID_PAYLOAD,
                 "A request with this request_id is still in flight.",
                 details=[{"field": "request_id", "message": "already in flight"}],
             )
         cfg = self.config
-        if self._registry.count_for_connection(who.conn_id) >= cfg.max_streams_per_connection:
+        starting = sum(1 for conn_id in self._starting.values() if conn_id == who.conn_id)
+        in_flight = self._registry.count_for_connection(who.conn_id) + starting
+        if in_flight >= cfg.max_streams_per_connection:
             raise ProtocolError(
                 ErrorCode.TOO_MANY_STREAMS,
                 f"At most {cfg.max_streams_per_connection} streams per connection.",
             )
-        if self._registry.count_for_user(owner) >= cfg.max_streams_per_user:
+        # Counted as in flight from here, across the awaits below.
+        self._starting[key] = who.conn_id
+        try:
+            return await self._start(who, req, sink, key, request_id, messages, on_finish)
+        finally:
+            del self._starting[key]
+
+    async def _start(
+        self,
+        who: Requester,
+        req: ChatRequest,
+        sink: Sink,
+        key: str,
+        request_id: str,
+        messages: list[Payload] | None,
+        on_finish: OnFinish | None,
+    ) -> str:
+        owner = who.identity.sub
+        slot = f"{key}:{secrets.token_hex(4)}"
+        if not await self._streams.acquire(owner, slot):
             raise ProtocolError(
-                ErrorCode.TOO_MANY_STREAMS, f"At most {cfg.max_streams_per_user} streams per user."
+                ErrorCode.TOO_MANY_STREAMS,
+                f"At most {self.config.max_streams_per_user} streams per user.",
             )
-        retry_after = await self._rate.hit(owner)
-        if retry_after is not None:
-            raise ProtocolError(
-                ErrorCode.RATE_LIMITED, "Too many requests.", retry_after=retry_after
-            )
-        upstream = self.upstream
-        body = self.upstream_body(req, messages)
-        gen = Generation(key, request_id, owner, who.conn_id, req.room)
-        await self._log.open(StreamMeta(key, request_id, owner, req.room))
+        try:
+            retry_after = await self._rate.hit(owner)
+            if retry_after is not None:
+                raise ProtocolError(
+                    ErrorCode.RATE_LIMITED, "Too many requests.", retry_after=retry_after
+                )
+            upstream = self.upstream
+            if upstream is None:
+                raise ProtocolError(ErrorCode.SERVER_SHUTDOWN, "The server is not ready.")
+            body = self.upstream_body(req, messages)
+            gen = Generation(key, request_id, owner, who.conn_id, req.room)
+            await self._log.open(StreamMeta(key, request_id, owner, req.room))
+        except BaseException:
+            await self._streams.release(owner, slot)
+            raise
         self._registry.add(gen)
-        gen.task = asyncio.create_task(self._run(gen, who, upstream, body, sink, on_finish))
+        gen.task = asyncio.create_task(self._run(gen, who, upstream, body, sink, on_finish, slot))
         self._observer.accepted(who.transport)
         return request_id
 
@@ -294,6 +337,7 @@ class ChatPipeline:
         body: Payload,
         sink: Sink,
         on_finish: OnFinish | None,
+        slot: str,
     ) -> None:
         log_context.bind(request_id=gen.request_id, user_id=gen.owner)  # this task only
         accepted_at = time.time()
@@ -358,6 +402,10 @@ class ChatPipeline:
             logger.exception("delivering the end of request %s failed", gen.request_id)
         finally:
             self._registry.remove(gen)
+            try:
+                await self._streams.release(gen.owner, slot)
+            except Exception:
+                logger.exception("releasing the stream slot of %s failed", gen.request_id)
         end = RequestEnd(
             request_id=gen.request_id,
             user_id=gen.owner,

@@ -26,6 +26,7 @@ from events.models import (
     RefreshRequest,
     ResumeRequest,
     validation_details,
+    within_budget,
 )
 from events.pipeline import ChatPipeline, OnFinish, Payload, Requester, Sink
 from services.bus import LocalBus, NodeBus
@@ -35,6 +36,7 @@ from services.streamlog import StreamLog, StreamLost, StreamMeta, stream_key
 logger = logging.getLogger(__name__)
 
 _REQUEST_ID = re.compile(REQUEST_ID_PATTERN)
+_MAX_EVENT_VALUES = 64  # cancel, resume, refresh, join, leave hold a few scalars
 
 M = TypeVar("M", bound=Inbound)
 
@@ -70,6 +72,8 @@ def parse(model: type[M], data: Any) -> M:
     """Validate an inbound payload; ``invalid_payload`` with field details if it fails."""
     if not isinstance(data, dict):
         raise ProtocolError(ErrorCode.INVALID_PAYLOAD, "The payload must be a JSON object.")
+    if not within_budget(data, _MAX_EVENT_VALUES):
+        raise ProtocolError(ErrorCode.INVALID_PAYLOAD, "The payload has too many fields.")
     try:
         return model.model_validate(data)
     except ValidationError as exc:
@@ -318,10 +322,10 @@ class Relay:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def refresh(self, conn: Connection, data: Any) -> float:
+    async def refresh(self, conn: Connection, data: Any) -> float:
         req = parse(RefreshRequest, data)
         try:
-            identity = self.verifier.verify(req.token)
+            identity = await self.verifier.verify(req.token)
         except AuthError as exc:
             raise ProtocolError(ErrorCode(exc.code), exc.message) from None
         if identity.sub != conn.identity.sub:

@@ -11,6 +11,7 @@ from typing import Any
 import socketio
 
 from auth.authenticator import Authenticator
+from auth.origins import log_refusal
 from auth.tokens import AuthError, bearer_token
 from events.connections import Connection, Connections
 from events.errors import ErrorCode, ProtocolError, to_protocol_error
@@ -119,18 +120,27 @@ class SocketIOEvents:
     # -- connect / disconnect ------------------------------------------------------------
 
     async def on_connect(self, sid: str, environ: Mapping[str, Any], auth: Any = None) -> None:
+        if not self.relay.pipeline.accepting:
+            raise socketio.exceptions.ConnectionRefusedError(
+                "server_shutdown",
+                {"code": ErrorCode.SERVER_SHUTDOWN.value, "message": "The server is stopping."},
+            )
         token = auth.get("token") if isinstance(auth, dict) else None
         if not isinstance(token, str) or not token:
             token = bearer_token(environ.get("HTTP_AUTHORIZATION"))
         try:
-            identity = self.authenticator.authenticate(token)
+            identity = await self.authenticator.authenticate(token)
         except AuthError as exc:
             self.relay.observer.refused(TRANSPORT, exc.code)
+            log_refusal(environ.get("asgi.scope"), exc.code, exc.message, TRANSPORT)
             raise socketio.exceptions.ConnectionRefusedError(
                 "unauthorized", {"code": exc.code, "message": exc.message}
             ) from None
         if not await self.counter.acquire(identity.sub, sid):
             self.relay.observer.refused(TRANSPORT, ErrorCode.RATE_LIMITED.value)
+            log_refusal(
+                environ.get("asgi.scope"), "rate_limited", "too many connections", TRANSPORT
+            )
             raise socketio.exceptions.ConnectionRefusedError(
                 "rate_limited",
                 {"code": ErrorCode.RATE_LIMITED.value, "message": "Too many connections."},
@@ -221,7 +231,7 @@ class SocketIOEvents:
 
     @_acked
     async def on_refresh(self, conn: Connection, data: Any) -> Payload:
-        expires_at = self.relay.refresh(conn, data)
+        expires_at = await self.relay.refresh(conn, data)
         conn.schedule_expiry(self._expired)
         if self.rooms is not None:
             await self.rooms.refreshed(conn)

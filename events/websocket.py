@@ -17,7 +17,7 @@ import orjson
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from auth.authenticator import Authenticator
-from auth.origins import OriginPolicy
+from auth.origins import OriginPolicy, log_refusal
 from auth.tokens import AuthError, bearer_token
 from events.connections import Connection, Connections
 from events.errors import ErrorCode, ProtocolError, to_protocol_error
@@ -33,6 +33,7 @@ TRANSPORT = "websocket"
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_FORBIDDEN = 4403
 CLOSE_RATE_LIMITED = 4429
+CLOSE_SERVICE_RESTART = 1012
 _DELIBERATE_CLOSE = frozenset({1000, 1001})
 _SELF = "self"  # this socket, in its sink's TailRegistry
 
@@ -91,18 +92,24 @@ class WebSocketEndpoint:
 
     async def _refuse(self, ws: WebSocket, code: ErrorCode, message: str, close: int) -> None:
         self.relay.observer.refused(TRANSPORT, code.value)
+        log_refusal(ws.scope, code.value, message, TRANSPORT)
         await ws.accept()
         error = ProtocolError(code, message).to_wire()
         await ws.send_text(orjson.dumps({"type": "error", **error}).decode())
         await ws.close(close)
 
     async def __call__(self, ws: WebSocket) -> None:
+        if not self.relay.pipeline.accepting:
+            await self._refuse(
+                ws, ErrorCode.SERVER_SHUTDOWN, "The server is stopping.", CLOSE_SERVICE_RESTART
+            )
+            return
         if not self.origins.allows(ws.headers.get("origin"), ws.scope):
             await self._refuse(ws, ErrorCode.FORBIDDEN, "Origin not allowed.", CLOSE_FORBIDDEN)
             return
         token = bearer_token(ws.headers.get("authorization")) or ws.query_params.get("token")
         try:
-            identity = self.authenticator.authenticate(token)
+            identity = await self.authenticator.authenticate(token)
         except AuthError as exc:
             await self._refuse(ws, ErrorCode(exc.code), exc.message, CLOSE_UNAUTHORIZED)
             return
@@ -112,7 +119,11 @@ class WebSocketEndpoint:
                 ws, ErrorCode.RATE_LIMITED, "Too many connections.", CLOSE_RATE_LIMITED
             )
             return
-        await ws.accept()
+        try:
+            await ws.accept()
+        except BaseException:
+            await self.counter.release(identity.sub, conn_id)  # the client is already gone
+            raise
         sink = WebSocketSink(ws, completion_format=ws.query_params.get("format") == "completion")
         conn = Connection(conn_id, identity, TRANSPORT)
         self.connections.add(conn)
@@ -199,7 +210,7 @@ class WebSocketEndpoint:
                 meta, last_seq = await self.relay.find_resumable(conn, data)
                 self._replay(conn, sink, meta, last_seq)
             elif kind == "refresh":
-                expires_at = self.relay.refresh(conn, data)
+                expires_at = await self.relay.refresh(conn, data)
                 conn.schedule_expiry(on_expired)
                 await sink.send({"type": "refreshed", "expires_at": int(expires_at)})
             else:

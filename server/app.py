@@ -7,17 +7,16 @@ in; nothing is created at import time.
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
 import socketio
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 
 from auth.authenticator import Authenticator
 from auth.origins import OriginPolicy
-from auth.tokens import TokenVerifier
 from events.catalog import CORE_EVENTS
 from events.connections import Connections
 from events.errors import ErrorCode
@@ -36,19 +35,17 @@ from server.jsonshim import OrjsonShim
 from server.lifecycle import Runtime, lifespan_for
 from server.metrics import RelayMetrics, metrics_router, multiprocess_active
 from server.routes import auth_router, web_routes
+from server.security import ConfigError, auth_checks, build_limits, build_verifier
 from server.settings import Settings
 from services.bus import LocalBus, NodeBus, RedisBus, new_node_id
 from services.generations import GenerationRegistry
-from services.limits import MemoryConnectionCounter, MemoryRateLimiter
 from services.redis_client import redis_client
 from services.redis_rooms import RedisRoomStore
 from services.redis_streamlog import RedisStreamLog
 from services.rooms import MemoryRoomStore, RoomStore
 from services.streamlog import MemoryStreamLog, StreamLog
 
-
-class ConfigError(Exception):
-    """The settings cannot run a server; the message says what to change."""
+__all__ = ["ConfigError", "RelayApp", "build_verifier", "create_app"]
 
 
 class RelayApp(socketio.ASGIApp):  # type: ignore[misc]
@@ -58,22 +55,6 @@ class RelayApp(socketio.ASGIApp):  # type: ignore[misc]
         super().__init__(sio, other_asgi_app=http, socketio_path="socket.io")
         self.runtime = runtime
         self.http = http
-
-
-def build_verifier(settings: Settings) -> TokenVerifier:
-    secret = settings.jwt_secret.get_secret_value() if settings.jwt_secret else None
-    if secret is None and settings.allow_anonymous:
-        # Demo/dev: guest tokens need a key; this one lives as long as the process.
-        secret = secrets.token_urlsafe(32)
-    public_key = settings.jwt_public_key.get_secret_value() if settings.jwt_public_key else None
-    return TokenVerifier(
-        secret=secret,
-        public_key=public_key,
-        algorithms=settings.jwt_algorithms,
-        audience=settings.jwt_audience,
-        issuer=settings.jwt_issuer,
-        leeway_s=settings.jwt_leeway_s,
-    )
 
 
 def resume_parts(settings: Settings, redis: aioredis.Redis | None) -> tuple[StreamLog, NodeBus]:
@@ -127,14 +108,10 @@ def create_app(settings: Settings, extensions: Sequence[Extension] | None = None
     )
     metrics = build_metrics(settings)
     verifier = build_verifier(settings)
-    if not verifier.can_verify and not settings.allow_anonymous:
-        raise ConfigError(
-            "No way to verify tokens: set JWT_SECRET (HS256) or JWT_PUBLIC_KEY / JWT_JWKS_URL "
-            "with JWT_ALGORITHMS, or start in demo mode (--demo / ALLOW_ANONYMOUS=true)."
-        )
+    redis = redis_client(settings.redis_url) if settings.redis_url else None
+    limits = build_limits(settings, redis)
     authenticator = Authenticator(verifier, allow_anonymous=settings.allow_anonymous)
     origins = OriginPolicy(settings.cors_origins)
-    redis = redis_client(settings.redis_url) if settings.redis_url else None
     log, bus = resume_parts(settings, redis)
     registry = GenerationRegistry()
     pipeline = ChatPipeline(
@@ -150,7 +127,8 @@ def create_app(settings: Settings, extensions: Sequence[Extension] | None = None
         ),
         log=log,
         registry=registry,
-        rate_limiter=MemoryRateLimiter(settings.rate_limit_per_minute),
+        rate_limiter=limits.rate,
+        streams=limits.streams,
         observer=metrics,
     )
     relay = Relay(
@@ -164,7 +142,7 @@ def create_app(settings: Settings, extensions: Sequence[Extension] | None = None
     )
     connections = Connections()
     metrics.watch(connections, registry)
-    counter = MemoryConnectionCounter(settings.max_connections_per_user)
+    counter = limits.connections
     tails = TailRegistry()
     manager: MemoryManager | RedisManager = (
         RedisManager(settings.redis_url, tails, channel=settings.redis_key_prefix + "socketio")
@@ -172,6 +150,7 @@ def create_app(settings: Settings, extensions: Sequence[Extension] | None = None
         else MemoryManager(tails)
     )
     sio = RelayServer(
+        connect_timeout_s=settings.connect_timeout_s,
         async_mode="asgi",
         client_manager=manager,
         cors_allowed_origins=counting_refusals(origins.allows_environ, metrics),
@@ -241,6 +220,7 @@ def create_app(settings: Settings, extensions: Sequence[Extension] | None = None
         rooms=rooms,
         metrics=metrics,
     )
+    runtime.extra_cleanup.extend([*limits.closers, verifier.aclose])
 
     http = FastAPI(
         title="llm-relay",
@@ -260,10 +240,18 @@ def create_app(settings: Settings, extensions: Sequence[Extension] | None = None
                 "redis": disabled_check
                 if redis is None or not isinstance(manager, RedisManager)
                 else redis_check(redis.ping, lambda: manager.relaying),
+                **auth_checks(verifier),
             },
         )
     )
-    http.include_router(auth_router(settings, verifier))
+    if settings.cors_origins:
+        http.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type"],
+        )
+    http.include_router(auth_router(settings, verifier, limits.logins))
     metrics_token = settings.metrics_token.get_secret_value() if settings.metrics_token else None
     http.include_router(metrics_router(metrics, metrics_token))
     http.include_router(docs_router)

@@ -1,4 +1,4 @@
-"""``python -m server``: serve (the default), ``users add|remove|list``, ``token``."""
+"""``python -m server``: serve (the default), ``users add|remove|list``, ``token``, ``health``."""
 
 from __future__ import annotations
 
@@ -7,9 +7,14 @@ import getpass
 import re
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from server.settings import Settings
+
+_WILDCARD_HOSTS = frozenset({"0.0.0.0", "::", ""})  # noqa: S104 - probed on loopback
+
+if TYPE_CHECKING:
+    from auth.users import UserStore
 
 _TTL = re.compile(r"^(\d+)\s*([smhd]?)$")
 
@@ -43,6 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("--sub", required=True)
     token.add_argument("--name")
     token.add_argument("--ttl", type=parse_ttl, default=3600, help="e.g. 3600, 30m, 1h, 7d")
+    health = sub.add_parser("health", help="probe GET /health of a local server (exit 0 if ok)")
+    health.add_argument("--timeout", type=float, default=3.0)
     return parser
 
 
@@ -67,9 +74,19 @@ def read_password(prompt: str = "Password: ") -> str:
 
 
 def run_users(args: argparse.Namespace, settings: Settings) -> int:
-    from auth.users import PasswordTooLong, UserStore
+    from auth.users import UsersFileError, UserStore
 
     store = UserStore(settings.users_file)
+    try:
+        return _users_command(args, store, settings)
+    except UsersFileError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _users_command(args: argparse.Namespace, store: UserStore, settings: Settings) -> int:
+    from auth.users import PasswordTooLong
+
     if args.users_command == "add":
         password = read_password()
         try:
@@ -90,22 +107,58 @@ def run_users(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def run_token(args: argparse.Namespace, settings: Settings) -> int:
-    from server.app import build_verifier
+    from server.security import ConfigError, build_verifier
 
     if settings.jwt_secret is None:
         print("error: minting tokens needs JWT_SECRET", file=sys.stderr)
         return 2
-    print(build_verifier(settings).issue(args.sub, name=args.name, ttl_s=args.ttl))
+    try:
+        verifier = build_verifier(settings)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if not verifier.can_issue:
+        print("error: JWT_ALGORITHMS does not allow HS256, the tokens this mints", file=sys.stderr)
+        return 2
+    print(verifier.issue(args.sub, name=args.name, ttl_s=args.ttl))
     return 0
 
 
+def run_health(args: argparse.Namespace, settings: Settings) -> int:
+    """The container's HEALTHCHECK: the slim image has no curl."""
+    import urllib.error
+    import urllib.request
+
+    host = "127.0.0.1" if settings.host in _WILDCARD_HOSTS else settings.host
+    if ":" in host:
+        host = f"[{host}]"
+    url = f"http://{host}:{settings.port}/health"
+    try:
+        with urllib.request.urlopen(url, timeout=args.timeout) as resp:
+            ok = resp.status == 200
+    except (OSError, urllib.error.URLError) as exc:
+        print(f"unhealthy: {exc}", file=sys.stderr)
+        return 1
+    return 0 if ok else 1
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    from pydantic import ValidationError
+
     args = build_parser().parse_args(argv)
-    settings = settings_from(args)
+    try:
+        settings = settings_from(args)
+    except ValidationError as exc:
+        for error in exc.errors():
+            field = ".".join(str(part) for part in error["loc"]).upper() or "settings"
+            print(f"configuration error: {field}: {error['msg']}", file=sys.stderr)
+        return 2
     if args.command == "users":
         return run_users(args, settings)
     if args.command == "token":
         return run_token(args, settings)
+    if args.command == "health":
+        return run_health(args, settings)
     from server.serve import serve
 
     return serve(settings)

@@ -1,4 +1,12 @@
-"""Start-up and shutdown: the aiohttp session, the demo simulator, draining streams."""
+"""Start-up and shutdown: the aiohttp session, the demo simulator, draining streams.
+
+Shutdown runs in this order (``server.serve.GracefulServer`` drives it on SIGTERM, before
+uvicorn closes any connection): ``begin_shutdown`` (readiness 503, new connections and
+requests refused with ``server_shutdown``), ``drain`` (streams in flight may finish for
+``SHUTDOWN_GRACE_S``, the rest end with ``error server_shutdown``), ``close_clients``
+(queued events reach the Socket.IO clients, then an Engine.IO close, so they reconnect
+elsewhere), and finally ``stop`` from the lifespan (sessions and connections closed).
+"""
 
 from __future__ import annotations
 
@@ -51,6 +59,7 @@ class Runtime:
     session: aiohttp.ClientSession | None = None
     simulator: Simulator | None = None
     shutting_down: bool = False
+    hurried: bool = False  # a second signal: stop waiting for streams to finish
     upstream_configured: bool = False
     extra_cleanup: list[Callable[[], Any]] = field(default_factory=list)
 
@@ -93,17 +102,56 @@ class Runtime:
         self.sio.start_manager()
         if self.rooms is not None:
             await self.rooms.start()
+        await self.verifier.start()  # loads the JWKS, when one is configured
         if api_key is None:
             logger.warning("OPENROUTER_API_KEY is not set: chats will fail with upstream_auth")
 
-    async def drain(self, grace_s: float) -> None:
-        """Stop taking requests, let streams finish for ``grace_s``, then end the rest."""
+    def begin_shutdown(self) -> None:
+        """Readiness turns 503; new connections and requests get ``server_shutdown``.
+
+        Only sets flags, so it is safe to call from a signal handler.
+        """
         self.shutting_down = True
         self.pipeline.stop_accepting()
-        if not await self.registry.wait_idle(grace_s):
-            for gen in self.registry.all():
-                gen.stop(StopReason.SHUTDOWN)
-            await self.registry.wait_idle(5)
+
+    def hurry(self) -> None:
+        """End the streams in flight now instead of waiting out the grace period."""
+        self.hurried = True
+
+    async def drain(self, grace_s: float) -> None:
+        """Stop taking requests, let streams finish for ``grace_s``, then end the rest."""
+        self.begin_shutdown()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace_s
+        if len(self.registry):
+            logger.info("draining %d stream(s) for up to %.1f s", len(self.registry), grace_s)
+        while len(self.registry) and not self.hurried:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            await self.registry.wait_idle(min(remaining, 0.1))
+        left = self.registry.all()
+        for gen in left:
+            gen.stop(StopReason.SHUTDOWN)
+        if left:
+            logger.info("ended %d stream(s) with server_shutdown", len(left))
+        await self.registry.wait_idle(5)
+
+    async def close_clients(self, timeout_s: float = 2.0) -> None:
+        """Deliver what is queued for each Socket.IO client, then close its Engine.IO socket.
+
+        An Engine.IO close (not a Socket.IO disconnect) lets clients reconnect, to another
+        node when there is one.  Raw WebSockets need nothing: their frames are written
+        before a generation ends, and uvicorn closes them with 1012 (service restart).
+        """
+        eio = self.sio.eio
+        if not eio.sockets:
+            return
+        try:
+            await asyncio.wait_for(eio.disconnect(), timeout_s)
+        except TimeoutError:
+            logger.warning("some Socket.IO clients did not take their last events in time")
+        await asyncio.sleep(0.1)  # let the transports' writer tasks put the bytes on the wire
 
     async def stop(self) -> None:
         await self.drain(self.settings.shutdown_grace_s)

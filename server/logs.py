@@ -20,7 +20,17 @@ from services import log_context
 
 _SECRET_PATTERNS = [
     # ?token=..., &access_token=...
-    (re.compile(r"((?:^|[?&\s])(?:access_)?token=)[^&\s\"']+", re.I), r"\1[REDACTED]"),
+    (re.compile(r"((?:^|[?&\s])(?:access_|refresh_|id_)?token=)[^&\s\"']+", re.I), r"\1[REDACTED]"),
+    # "token": "…" / "password": "…" in JSON (Socket.IO frames in websockets' debug log)
+    (
+        re.compile(r"((?:token|password|secret)[\"']?\s*:\s*[\"'])[^\"']*", re.I),
+        r"\1[REDACTED]",
+    ),
+    # Authorization / Cookie / Set-Cookie header values (e.g. uvicorn's debug header lines)
+    (
+        re.compile(r"((?:authorization|(?:set-)?cookie)[\"']?\s*[:=]\s*[\"']?)[^\r\n\"']+", re.I),
+        r"\1[REDACTED]",
+    ),
     # Authorization: Bearer xxx / "Bearer xxx"
     (re.compile(r"(bearer\s+)[A-Za-z0-9._~+/=-]+", re.I), r"\1[REDACTED]"),
     # bare JWTs
@@ -71,13 +81,15 @@ class RedactingFilter(logging.Filter):
             return True
         record.msg = redact(message, self.secrets)
         record.args = None
-        for key, value in extra_fields(record).items():
-            if isinstance(value, str):
-                setattr(record, key, redact(value, self.secrets))
         if record.exc_info and not record.exc_text:
             record.exc_text = _PLAIN.formatException(record.exc_info)
         if record.exc_text:
             record.exc_text = redact(record.exc_text, self.secrets)
+        if record.stack_info:
+            record.stack_info = redact(record.stack_info, self.secrets)
+        for key, value in list(vars(record).items()):
+            if key not in _STANDARD and isinstance(value, str):
+                setattr(record, key, redact(value, self.secrets))
         return True
 
 

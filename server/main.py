@@ -1,11 +1,14 @@
 """The one place that builds the app at import, for ``uvicorn server.main:app``."""
 
-from server.app import create_app
+from server.app import ConfigError, create_app
 from server.logs import configure_logging
 from server.serve import tune_gc
 from server.settings import Settings
 
 settings = Settings()
 configure_logging(settings.log_level, settings.log_format, secrets=settings.secret_values())
-app = create_app(settings)
+try:
+    app = create_app(settings)
+except ConfigError as exc:  # a clear message, not a traceback, for a settings mistake
+    raise SystemExit(f"configuration error: {exc}") from None
 tune_gc()  # as `python -m server` does

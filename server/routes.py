@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import math
 from pathlib import Path
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, status
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, status
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
 from fastapi.security import OAuth2PasswordRequestForm
 from fastapi.staticfiles import StaticFiles
@@ -15,6 +18,7 @@ from auth.authenticator import new_guest
 from auth.tokens import TokenVerifier
 from auth.users import UserStore
 from server.settings import Settings
+from services.limits import RateLimiter
 
 WEB_DIR = Path(__file__).resolve().parent.parent / "web"
 
@@ -37,18 +41,36 @@ class TokenResponse(BaseModel):
     expires_in: int
 
 
-def auth_router(settings: Settings, verifier: TokenVerifier) -> APIRouter:
+def auth_router(settings: Settings, verifier: TokenVerifier, logins: RateLimiter) -> APIRouter:
     router = APIRouter(prefix="/auth", tags=["auth"])
     users = UserStore(settings.users_file)
+    # bcrypt is slow on purpose: run it off the event loop, a few at a time.
+    hashing = asyncio.Semaphore(2)
 
     @router.post(
         "/token",
         response_model=TokenResponse,
         summary="Log in with a built-in account (OAuth2 password form)",
-        responses={401: {"description": "Wrong user name or password"}},
+        responses={
+            401: {"description": "Wrong user name or password"},
+            429: {"description": "Too many attempts from this address; see Retry-After"},
+        },
     )
-    async def token(form: Annotated[OAuth2PasswordRequestForm, Depends()]) -> TokenResponse:
-        account = users.authenticate(form.username, form.password)
+    async def token(
+        request: Request, form: Annotated[OAuth2PasswordRequestForm, Depends()]
+    ) -> TokenResponse:
+        # The peer address as the ASGI server saw it (X-Forwarded-For only from
+        # TRUSTED_PROXIES, applied by uvicorn), never a header the client chose.
+        address = request.client.host if request.client else "unknown"
+        retry_after = await logins.hit(f"addr:{address}")
+        if retry_after is not None:
+            raise HTTPException(
+                status.HTTP_429_TOO_MANY_REQUESTS,
+                "Too many login attempts; try again later.",
+                headers={"Retry-After": str(max(1, math.ceil(retry_after)))},
+            )
+        async with hashing:
+            account = await run_in_threadpool(users.authenticate, form.username, form.password)
         if account is None or not verifier.can_issue:
             raise HTTPException(
                 status.HTTP_401_UNAUTHORIZED,

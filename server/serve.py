@@ -1,15 +1,34 @@
-"""Running the app under uvicorn with the fast settings (uvloop, httptools)."""
+"""Running the app under uvicorn: fast settings (uvloop, httptools) and a graceful stop.
+
+uvicorn, on SIGTERM, closes every open WebSocket (code 1012) *before* the application's
+lifespan shutdown runs, so a drain done there comes too late for clients to see their
+terminal events.  ``GracefulServer`` drains first: on the first SIGTERM/SIGINT the
+runtime stops taking connections and requests (readiness 503), streams in flight may
+finish for ``SHUTDOWN_GRACE_S``, the rest end with ``error server_shutdown``, the events
+reach the clients, and only then does uvicorn close connections and run the lifespan
+shutdown.  A second signal skips the rest of the grace period; a third forces the exit.
+The process exits 0 after a graceful stop (uvicorn on its own re-raises the signal).
+"""
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import gc
 import logging
+import signal
+import socket
+import threading
+from collections.abc import Iterator
+from types import FrameType
 from typing import Any
 
 import uvicorn
 
-from server.app import ConfigError, create_app
+from server.app import ConfigError, RelayApp, create_app
+from server.lifecycle import Runtime
 from server.logs import configure_logging
+from server.protocols import HeaderTimeoutProtocol
 from server.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -18,6 +37,9 @@ logger = logging.getLogger(__name__)
 # 1-2 ms and a stream's short-lived objects are mostly freed by reference counting before
 # it runs; a full collection (which walks every live object) comes rarely.
 GC_THRESHOLDS = (10_000, 50, 100)
+HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+# After the drain only plain HTTP requests can still be open; don't wait long for them.
+AFTER_DRAIN_TIMEOUT_S = 3
 
 
 def uvicorn_config(settings: Settings, app: Any) -> uvicorn.Config:
@@ -26,7 +48,9 @@ def uvicorn_config(settings: Settings, app: Any) -> uvicorn.Config:
         host=settings.host,
         port=settings.port,
         loop="auto",
-        http="auto",
+        http=functools.partial(  # type: ignore[arg-type]
+            HeaderTimeoutProtocol, header_timeout_s=settings.http_header_timeout_s
+        ),
         ws="websockets-sansio",
         ws_max_size=settings.max_frame_bytes,
         ws_per_message_deflate=False,  # tiny token frames: zlib costs CPU and ~300 KB a socket
@@ -34,18 +58,62 @@ def uvicorn_config(settings: Settings, app: Any) -> uvicorn.Config:
         forwarded_allow_ips=settings.trusted_proxies or ["127.0.0.1"],
         log_config=None,
         access_log=True,
-        timeout_graceful_shutdown=int(settings.shutdown_grace_s) + 5,
+        timeout_graceful_shutdown=AFTER_DRAIN_TIMEOUT_S,
     )
 
 
+class GracefulServer(uvicorn.Server):
+    """A uvicorn server that drains the relay before it closes any connection."""
+
+    def __init__(self, config: uvicorn.Config, runtime: Runtime) -> None:
+        super().__init__(config)
+        self.runtime = runtime
+        self.signals_received = 0
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        # Runs in a signal handler: only set flags; the event loop does the work.
+        self.signals_received += 1
+        self.runtime.begin_shutdown()
+        if self.signals_received == 2:
+            self.runtime.hurry()
+        elif self.signals_received > 2:
+            self.force_exit = True
+        self.should_exit = True
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        """Install our handlers; unlike uvicorn, don't re-raise the signal afterwards."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        original = {sig: signal.signal(sig, self.handle_exit) for sig in HANDLED_SIGNALS}
+        try:
+            yield
+        finally:
+            for sig, handler in original.items():
+                signal.signal(sig, handler)
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        runtime = self.runtime
+        runtime.begin_shutdown()
+        await runtime.drain(runtime.settings.shutdown_grace_s)
+        await runtime.close_clients()
+        await super().shutdown(sockets)
+
+
+def uvicorn_server(settings: Settings, app: RelayApp) -> GracefulServer:
+    return GracefulServer(uvicorn_config(settings, app), app.runtime)
+
+
 def serve(settings: Settings) -> int:
+    """``python -m server`` (and the container's start command) end up here."""
     configure_logging(settings.log_level, settings.log_format, secrets=settings.secret_values())
     try:
         app = create_app(settings)
     except ConfigError as exc:
-        logger.error("%s", exc)
+        logger.error("configuration error: %s", exc)
         return 2
-    server = uvicorn.Server(uvicorn_config(settings, app))
+    server = uvicorn_server(settings, app)
     tune_gc()
     server.run()
     return 0

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
@@ -18,6 +19,8 @@ from pydantic_settings import (
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
+
+from auth.keys import ALGORITHMS
 
 PROJECT_URL = "https://github.com/llm-relay/llm-relay"
 PROJECT_NAME = "llm-relay"
@@ -72,13 +75,16 @@ class Settings(BaseSettings):
     jwt_algorithms: CommaList = Field(default_factory=lambda: ["HS256"])
     jwt_audience: str | None = None
     jwt_issuer: str | None = None
-    jwt_leeway_s: float = Field(5, ge=0)
+    jwt_leeway_s: float = Field(5, ge=0, le=300)
+    jwt_jwks_min_refresh_s: float = Field(30, ge=0)  # at most one JWKS fetch per interval
+    jwt_jwks_cache_s: float = Field(3600, gt=0)  # refetch a key set older than this
     token_ttl_s: int = Field(3600, gt=0)
     guest_token_ttl_s: int = Field(3600, gt=0)
     allow_anonymous: bool = False
     users_file: Path = Path("users.toml")
     cors_origins: CommaList = Field(default_factory=list)
     trusted_proxies: CommaList = Field(default_factory=list)
+    login_rate_limit_per_minute: int = Field(10, gt=0)  # POST /auth/token, per client address
 
     # multi-node
     redis_url: str | None = None
@@ -101,6 +107,8 @@ class Settings(BaseSettings):
     token_coalesce_ms: float = Field(20, ge=0, le=1000)  # 0 = one event per upstream read
     room_history_max_age_s: float = Field(7 * 86_400, gt=0)
     shutdown_grace_s: float = Field(20, ge=0)
+    http_header_timeout_s: float = Field(10, gt=0)  # slow-loris: request headers deadline
+    connect_timeout_s: float = Field(45, gt=0)  # Engine.IO session without a Socket.IO connect
 
     # serving
     host: str = "127.0.0.1"
@@ -130,12 +138,26 @@ class Settings(BaseSettings):
 
     @field_validator("jwt_algorithms")
     @classmethod
-    def _no_none_alg(cls, value: list[str]) -> list[str]:
+    def _known_algs(cls, value: list[str]) -> list[str]:
         if not value:
             raise ValueError("JWT_ALGORITHMS must name at least one algorithm")
         if any(alg.lower() == "none" for alg in value):
             raise ValueError("JWT_ALGORITHMS must never contain 'none'")
-        return value
+        canonical = {alg.lower(): alg for alg in ALGORITHMS}
+        unknown = [alg for alg in value if alg.lower() not in canonical]
+        if unknown:
+            raise ValueError(
+                f"JWT_ALGORITHMS has unknown algorithms {unknown}; use some of "
+                + ", ".join(ALGORITHMS)
+            )
+        return list(dict.fromkeys(canonical[alg.lower()] for alg in value))
+
+    @field_validator("jwt_jwks_url")
+    @classmethod
+    def _http_jwks(cls, value: str | None) -> str | None:
+        if value and urlsplit(value).scheme not in ("http", "https"):
+            raise ValueError("JWT_JWKS_URL must be an http(s) URL")
+        return value or None
 
     @model_validator(mode="after")
     def _demo_implies_anonymous(self) -> Settings:
@@ -151,7 +173,12 @@ class Settings(BaseSettings):
     def secret_values(self) -> tuple[str, ...]:
         """Values that must never be logged."""
         values = (self.openrouter_api_key, self.jwt_secret, self.metrics_token)
-        return tuple(v.get_secret_value() for v in values if v and v.get_secret_value())
+        found = [v.get_secret_value() for v in values if v and v.get_secret_value()]
+        if self.redis_url:
+            password = urlsplit(self.redis_url).password
+            if password:
+                found.append(password)
+        return tuple(found)
 
     @classmethod
     def settings_customise_sources(

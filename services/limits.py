@@ -1,6 +1,8 @@
-"""Per-user limits: accepted requests in a rolling window, and open connections.
+"""Per-user limits: accepted requests in a rolling window, open connections, streams.
 
 In-memory here; ``services.redis_limits`` shares the same counts between nodes.
+Connections and streams are both *slots*: a user holds at most ``limit`` at once,
+each taken with ``acquire(user, id)`` and given back with ``release(user, id)``.
 """
 
 from __future__ import annotations
@@ -16,9 +18,16 @@ class RateLimiter(Protocol):
         ...
 
 
-class ConnectionCounter(Protocol):
-    async def acquire(self, user: str, conn_id: str) -> bool: ...
-    async def release(self, user: str, conn_id: str) -> None: ...
+class SlotCounter(Protocol):
+    async def acquire(self, user: str, slot_id: str) -> bool:
+        """Take a slot; ``False`` when the user already holds ``limit`` of them."""
+        ...
+
+    async def release(self, user: str, slot_id: str) -> None: ...
+
+
+ConnectionCounter = SlotCounter  # open connections per user
+StreamCounter = SlotCounter  # generations in flight per user
 
 
 class MemoryRateLimiter:
@@ -47,24 +56,30 @@ class MemoryRateLimiter:
             del self._hits[user]
 
 
-class MemoryConnectionCounter:
+class MemorySlots:
     def __init__(self, limit: int) -> None:
         self._limit = limit
         self._conns: dict[str, set[str]] = {}
 
-    async def acquire(self, user: str, conn_id: str) -> bool:
+    async def acquire(self, user: str, slot_id: str) -> bool:
         conns = self._conns.setdefault(user, set())
+        if slot_id in conns:
+            return True
         if len(conns) >= self._limit:
             return False
-        conns.add(conn_id)
+        conns.add(slot_id)
         return True
 
-    async def release(self, user: str, conn_id: str) -> None:
+    async def release(self, user: str, slot_id: str) -> None:
         conns = self._conns.get(user)
         if conns is not None:
-            conns.discard(conn_id)
+            conns.discard(slot_id)
             if not conns:
                 del self._conns[user]
 
     def counts(self) -> Counter[str]:
         return Counter({user: len(conns) for user, conns in self._conns.items()})
+
+
+MemoryConnectionCounter = MemorySlots
+MemoryStreamCounter = MemorySlots

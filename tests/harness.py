@@ -21,6 +21,8 @@ from server.settings import Settings
 
 JWT_SECRET = "test-secret-0123456789-abcdefghijklmnop"
 API_KEY = "sk-or-test-key-SECRET-0123456789"
+# The start command of the container image (Dockerfile CMD); spawn_server runs the same.
+START_COMMAND = ("python", "-m", "server")
 
 
 def base_settings(upstream_url: str, **overrides: Any) -> Settings:
@@ -264,8 +266,7 @@ async def spawn_server(
     full_env = {**os.environ, "HOST": "127.0.0.1", "PORT": str(port), **env}
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
-        "-m",
-        "server",
+        *START_COMMAND[1:],
         *args,
         env=full_env,
         cwd=os.getcwd(),

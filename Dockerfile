@@ -1,0 +1,52 @@
+# syntax=docker/dockerfile:1
+# llm-relay: Socket.IO relay for streaming LLM chat.
+#
+#   docker build -t llm-relay .
+#   docker run --rm -p 8000:8000 --stop-timeout 30 \
+#     -e JWT_SECRET=... -e OPENROUTER_API_KEY=... llm-relay
+#
+# The start command is `python -m server`: on SIGTERM it drains streams for
+# SHUTDOWN_GRACE_S (default 20 s) before it closes connections, so give the container
+# a stop timeout above that (docker: --stop-timeout 30; compose: stop_grace_period).
+
+ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+
+# --- build: a virtualenv with the runtime dependencies only -------------------------
+FROM ${PYTHON_IMAGE} AS build
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PYTHONDONTWRITEBYTECODE=1
+WORKDIR /build
+RUN python -m venv /opt/venv
+COPY pyproject.toml ./
+# [project.dependencies] of pyproject.toml, without the dev extras or the package itself.
+RUN python -c "import tomllib; deps = tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']; open('requirements.txt', 'w').write(chr(10).join(deps) + chr(10))" \
+ && /opt/venv/bin/pip install --no-cache-dir -r requirements.txt
+WORKDIR /app
+# .dockerignore lets only the server's packages and the web page through.
+COPY . .
+RUN /opt/venv/bin/python -m compileall -q /app
+
+# --- runtime: slim, non-root, nothing but the venv and the source -------------------
+FROM ${PYTHON_IMAGE} AS runtime
+LABEL org.opencontainers.image.title="llm-relay" \
+      org.opencontainers.image.description="Socket.IO relay for streaming LLM chat" \
+      org.opencontainers.image.licenses="MIT"
+RUN groupadd --system --gid 10001 relay \
+ && useradd --system --uid 10001 --gid relay --no-create-home --home-dir /nonexistent \
+      --shell /usr/sbin/nologin relay
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    HOST=0.0.0.0 \
+    PORT=8000 \
+    LOG_FORMAT=json
+COPY --from=build /opt/venv /opt/venv
+COPY --from=build /app /app
+WORKDIR /app
+USER 10001:10001
+EXPOSE 8000
+HEALTHCHECK --interval=10s --timeout=5s --start-period=15s --retries=3 \
+  CMD ["python", "-m", "server", "health"]
+STOPSIGNAL SIGTERM
+CMD ["python", "-m", "server"]

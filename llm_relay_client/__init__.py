@@ -1,0 +1,50 @@
+"""A small, typed Python client for llm-relay (Socket.IO streaming LLM chat).
+
+import asyncio
+from llm_relay_client import ChatClient
+
+async def main() -> None:
+    async with ChatClient("http://127.0.0.1:8000", token="...") as client:
+        async for text in client.stream("Tell me a joke"):
+            print(text, end="", flush=True)
+
+asyncio.run(main())
+"""
+
+from llm_relay_client.auth import fetch_token
+from llm_relay_client.client import ChatClient
+from llm_relay_client.errors import ChatError
+from llm_relay_client.models import (
+    Done,
+    Failure,
+    Member,
+    Message,
+    Presence,
+    RoomEvent,
+    Session,
+    Token,
+    Usage,
+)
+from llm_relay_client.rooms import Room
+from llm_relay_client.stream import Stream
+from llm_relay_client.sync import SyncChatClient, SyncRoom, SyncStream
+
+__all__ = [
+    "ChatClient",
+    "ChatError",
+    "Done",
+    "Failure",
+    "Member",
+    "Message",
+    "Presence",
+    "Room",
+    "RoomEvent",
+    "Session",
+    "Stream",
+    "SyncChatClient",
+    "SyncRoom",
+    "SyncStream",
+    "Token",
+    "Usage",
+    "fetch_token",
+]

@@ -1,0 +1,128 @@
+"""Limits shared through Redis (services/redis_limits.py), against the real Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import redis.asyncio as aioredis
+
+from services.redis_limits import RedisRateLimiter, RedisSlots
+
+pytestmark = pytest.mark.redis
+
+REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+@pytest.fixture
+async def redis() -> AsyncIterator[aioredis.Redis]:
+    client = aioredis.from_url(REDIS_URL)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+async def prefix(redis: aioredis.Redis) -> AsyncIterator[str]:
+    value = f"test-limits-{secrets.token_hex(6)}"
+    yield value
+    keys = [key async for key in redis.scan_iter(match=f"{value}*")]
+    if keys:
+        await redis.delete(*keys)
+
+
+async def test_rate_is_shared_and_atomic(redis: aioredis.Redis, prefix: str) -> None:
+    nodes = [RedisRateLimiter(redis, 5, prefix=prefix, window_s=60) for _ in range(3)]
+    results = await asyncio.gather(*(nodes[i % 3].hit("alice") for i in range(20)))
+    assert sum(1 for r in results if r is None) == 5
+    assert all(0 < r <= 60 for r in results if r is not None)
+    assert await nodes[0].hit("bob") is None
+    assert await redis.pttl(f"{prefix}:alice") > 0  # keys expire on their own
+
+
+async def test_rate_window_rolls(redis: aioredis.Redis, prefix: str) -> None:
+    limiter = RedisRateLimiter(redis, 1, prefix=prefix, window_s=0.3)
+    assert await limiter.hit("alice") is None
+    assert await limiter.hit("alice") is not None
+    await asyncio.sleep(0.35)
+    assert await limiter.hit("alice") is None
+
+
+async def test_slots_are_shared_and_atomic(redis: aioredis.Redis, prefix: str) -> None:
+    nodes = [RedisSlots(redis, 3, prefix=prefix) for _ in range(2)]
+    taken = await asyncio.gather(*(nodes[i % 2].acquire("alice", f"c{i}") for i in range(10)))
+    assert sum(taken) == 3
+    holder = next(i for i, ok in enumerate(taken) if ok)
+    await nodes[holder % 2].release("alice", f"c{holder}")
+    assert await nodes[1].acquire("alice", "new")
+    assert not await nodes[0].acquire("alice", "newer")
+    for node in nodes:
+        await node.aclose()
+    assert await redis.zcard(f"{prefix}:alice") == 0  # a stopping node gives back its slots
+
+
+_NODE = """
+import asyncio, sys
+import redis.asyncio as aioredis
+from services.redis_limits import RedisSlots
+
+async def main():
+    slots = RedisSlots(aioredis.from_url(sys.argv[1]), 1, prefix=sys.argv[2], lease_s=0.5)
+    assert await slots.acquire("alice", "c1")
+    print("held", flush=True)
+    await asyncio.sleep(60)
+
+asyncio.run(main())
+"""
+
+
+async def test_slots_of_a_dead_node_expire_with_their_lease(prefix: str) -> None:
+    node = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        _NODE,
+        REDIS_URL,
+        prefix,
+        cwd=Path(__file__).resolve().parents[2],
+        stdout=asyncio.subprocess.PIPE,
+    )
+    assert node.stdout is not None
+    assert await asyncio.wait_for(node.stdout.readline(), 30) == b"held\n"
+    client = aioredis.from_url(REDIS_URL)
+    live = RedisSlots(client, 1, prefix=prefix, lease_s=0.5)
+    try:
+        await asyncio.sleep(1.0)  # the other node renews its lease while it lives
+        assert not await live.acquire("alice", "c2")
+        node.kill()  # now it dies without giving anything back
+        await node.wait()
+        await asyncio.sleep(0.8)
+        assert await live.acquire("alice", "c2")
+        # and this node's lease is renewed in turn
+        await asyncio.sleep(1.2)
+        assert not await RedisSlots(client, 1, prefix=prefix).acquire("alice", "c3")
+    finally:
+        if node.returncode is None:
+            node.kill()
+            await node.wait()
+        await live.aclose()
+        await client.aclose()
+
+
+async def test_falls_back_to_per_node_limits_without_redis() -> None:
+    nowhere = aioredis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.5)
+    try:
+        limiter = RedisRateLimiter(nowhere, 2, prefix="x")
+        assert await limiter.hit("alice") is None
+        assert await limiter.hit("alice") is None
+        assert await limiter.hit("alice") is not None
+        slots = RedisSlots(nowhere, 1, prefix="x")
+        assert await slots.acquire("alice", "c1")
+        assert not await slots.acquire("alice", "c2")
+        await slots.release("alice", "c1")
+        assert await slots.acquire("alice", "c2")
+        await slots.aclose()
+    finally:
+        await nowhere.aclose()
