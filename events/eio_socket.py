@@ -8,6 +8,10 @@ never waits for a slow client) and the heartbeat rules, with one writer task tha
 awaits the queue, the reader in the connection's own task under one rescheduled deadline,
 and pings from a timer callback.  Long-polling is python-engineio's code, unchanged.
 
+The queue is bounded where packets go in: a client that does not read what it is sent
+is closed once ``max_queued_packets`` wait for it (the packet that would pass the bound
+is dropped; the close runs in its own task, not in the sender's).
+
 ``RelayEngineServer`` gives every new connection a ``RelaySocket``; python-socketio builds it
 through ``RelayServer._engineio_server_class``.
 """
@@ -15,12 +19,19 @@ through ``RelayServer._engineio_server_class``.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from typing import Any, cast
 
 import engineio
 from engineio import exceptions, packet
 from engineio.async_socket import AsyncSocket
+
+# Packets waiting to be written to one client: a client that does not read what it is
+# sent (its TCP window stays shut) is closed when its queue reaches this.
+MAX_QUEUED_PACKETS = 10_000
+
+logger = logging.getLogger(__name__)
 
 
 class RelaySocket(AsyncSocket):  # type: ignore[misc]
@@ -31,6 +42,7 @@ class RelaySocket(AsyncSocket):  # type: ignore[misc]
     upgraded: bool
     closing: bool
     closed: bool
+    _overflow_task: asyncio.Future[None]
 
     async def send(self, pkt: packet.Packet) -> None:
         """Queue a packet for the client (``AsyncSocket.send`` without its extra awaits)."""
@@ -41,7 +53,22 @@ class RelaySocket(AsyncSocket):  # type: ignore[misc]
             # the client stopped answering pings: same as AsyncSocket.check_ping_timeout
             await self.close(wait=False, abort=False, reason=self.server.reason.PING_TIMEOUT)
             return
-        self.queue.put_nowait(pkt)
+        queue = self.queue
+        if queue.qsize() >= self.server.max_queued_packets and pkt.packet_type != packet.CLOSE:
+            self._overflow()  # the packet is dropped: the connection is closing
+            return
+        queue.put_nowait(pkt)
+
+    def _overflow(self) -> None:
+        """Close a client that does not read, from its own task (not the sender's)."""
+        if self.closing or self.closed or "_overflow_task" in self.__dict__:
+            return
+        self._overflow_task = asyncio.ensure_future(self._close_unread())
+
+    async def _close_unread(self) -> None:
+        logger.info("closing connection %s: the client does not read its events", self.sid)
+        await self.close(wait=False, abort=False, reason=self.server.reason.SERVER_DISCONNECT)
+        self.queue.put_nowait(None)  # ends the writer, which closes the socket
 
     def schedule_ping(self) -> None:
         # only schedule a new ping if the previous ping wait cycle completed
@@ -160,6 +187,8 @@ class LoopBoundQueue(asyncio.Queue[Any]):
 
 class RelayEngineServer(engineio.AsyncServer):  # type: ignore[misc]
     """python-engineio's server, handing out ``RelaySocket``s."""
+
+    max_queued_packets = MAX_QUEUED_PACKETS
 
     def create_queue(self, *args: Any, **kwargs: Any) -> LoopBoundQueue:
         return LoopBoundQueue(*args, **kwargs)

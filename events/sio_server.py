@@ -35,7 +35,7 @@ from engineio import packet as eio_packet
 from engineio.async_drivers import asgi as eio_asgi
 from socketio import packet as sio_packet
 
-from events.eio_socket import RelayEngineServer
+from events.eio_socket import MAX_QUEUED_PACKETS, RelayEngineServer
 from events.errors import ErrorCode, ProtocolError
 from events.tails import TailRegistry
 from services.redis_client import redis_client
@@ -46,9 +46,6 @@ RESERVED_EVENTS = frozenset({"connect", "connect_error", "disconnect", "__discon
 # Engine.IO packet types a client may send on a WebSocket: close, ping, pong, message,
 # upgrade, noop.  Anything else (open, binary frames, garbage) closes the transport.
 _CLIENT_EIO_TYPES = frozenset("123456")
-# Packets waiting to be written to one client; a client that sends but does not read
-# is closed when its queue passes this.
-MAX_QUEUED_PACKETS = 10_000
 
 __all__ = ["MemoryManager", "RedisManager", "RelayServer", "TailRegistry"]
 

@@ -115,3 +115,35 @@ async def test_a_packet_over_the_frame_limit_closes_the_connection(
         while msg.type == aiohttp.WSMsgType.TEXT:
             msg = await ws.receive(timeout=5)
         assert msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
+
+
+async def test_a_client_that_does_not_read_is_closed_at_the_queue_bound(
+    server: RunningServer,
+) -> None:
+    eio = server.app.runtime.sio.eio
+    eio.max_queued_packets = 20
+    sio = server.app.runtime.sio
+    async with aiohttp.ClientSession() as http:
+        ws, _opened = await eio_websocket(server, http)
+        sid = next(iter(server.app.runtime.connections.all())).conn_id
+        sock = next(iter(eio.sockets.values()))
+        big = "x" * 65_536  # the socket's buffers fill after a few of these
+        highest = 0
+        for i in range(400):  # ~26 MB, never read by the client
+            await sio.emit("token", {"request_id": "r", "seq": i, "content": big}, to=sid)
+            highest = max(highest, sock.queue.qsize())
+            if sock.closed:
+                break
+            await asyncio.sleep(0)
+        for _ in range(200):
+            if sock.closed:
+                break
+            await asyncio.sleep(0.01)
+        assert sock.closed
+        assert highest <= 20 + 2  # the bound, then the close packet and the writer's stop
+        await ws.close()
+    for _ in range(100):
+        if not server.app.runtime.connections.all():
+            break
+        await asyncio.sleep(0.02)
+    assert server.app.runtime.connections.all() == []
