@@ -28,7 +28,7 @@ from health.router import health_router
 from server import __version__
 from server.jsonshim import OrjsonShim
 from server.lifecycle import Runtime, lifespan_for
-from server.routes import auth_router, web_routes
+from server.routes import auth_router, client_router, web_routes
 from server.settings import Settings
 from services.generations import GenerationRegistry
 from services.limits import MemoryConnectionCounter, MemoryRateLimiter
@@ -159,6 +159,7 @@ def create_app(settings: Settings) -> RelayApp:
         )
     )
     http.include_router(auth_router(settings, verifier))
+    http.include_router(client_router(settings, verifier, lambda: runtime.models))
     http.add_api_websocket_route("/websockets/openrouter", ws_endpoint)
     web_routes(http)
     return RelayApp(sio, http, runtime)

@@ -20,6 +20,7 @@ from events.relay import Relay
 from events.socketio import SocketIOEvents
 from server.settings import Settings
 from services.generations import GenerationRegistry, StopReason
+from services.models import ModelCatalog, upstream_fetch
 from services.simulator import Simulator
 from services.streamlog import StreamLog
 from services.upstream import UpstreamClient, UpstreamSettings
@@ -45,6 +46,7 @@ class Runtime:
     redis: aioredis.Redis | None = None  # set by create_app when REDIS_URL is given
     session: aiohttp.ClientSession | None = None
     simulator: Simulator | None = None
+    models: ModelCatalog | None = None  # GET /models; set by start()
     shutting_down: bool = False
     upstream_configured: bool = False
     extra_cleanup: list[Callable[[], Any]] = field(default_factory=list)
@@ -80,6 +82,17 @@ class Runtime:
             self.session, self.upstream_settings(base_url, api_key)
         )
         self.upstream_configured = api_key is not None
+        self.models = ModelCatalog(
+            s.default_model,
+            s.allowed_models,
+            upstream_fetch(
+                self.session,
+                base_url,
+                api_key,
+                app_url=s.openrouter_app_url,
+                app_title=s.openrouter_app_title,
+            ),
+        )
         if api_key is None:
             logger.warning("OPENROUTER_API_KEY is not set: chats will fail with upstream_auth")
 
