@@ -30,6 +30,23 @@ XSS_TEXT = (
     '<a href="javascript:window.__xss=4">html link</a> and <iframe src="about:blank"></iframe> '
     "but **bold** and [a safe link](https://example.com/docs) are fine."
 )
+MARKDOWN_TEXT = """Here is how an answer reaches you, step by step:
+
+1. The page emits `chat` with your message.
+2. The server relays each upstream delta as a **`token`** event.
+3. A final `done` carries the usage.
+
+```python
+async for batch in upstream.stream(body):
+    await sink.emit("token", batch)
+```
+
+| event | carries |
+|---|---|
+| `token` | `request_id`, `seq`, `content` |
+| `done` | `finish_reason`, `usage` |
+
+> Press **Stop** at any time to cancel the answer."""
 
 _WORD = re.compile(r"\s*\S+\s*")
 
@@ -114,6 +131,7 @@ _ALL = [
     Scenario(name="echo", echo=True),
     Scenario(name="slow", text=SLOW_TEXT, delay_s=0.2),
     Scenario(name="xss", text=XSS_TEXT),
+    Scenario(name="markdown", text=MARKDOWN_TEXT, delay_s=0.06),
     Scenario(name="hang", hang_s=math.inf),
     Scenario(name="stall_first_token", first_token_delay_s=math.inf),
     _partial("eof_no_finish", "eof"),

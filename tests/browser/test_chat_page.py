@@ -29,7 +29,6 @@ async def test_login_and_answer_streams_in_progressively(open_page: OpenPage) ->
     seen: list[str] = []
     first = await chat.wait_text(answer, 10)
     seen.append(first)
-    await chat.screenshot("page-mid-stream.png")
     while await chat.answer_state(answer) == "streaming" and len(seen) < 4:
         seen.append(await chat.wait_text(answer, len(seen[-1]) + 1))
     assert len(seen) >= 3, seen  # the text grew in several steps while streaming
@@ -39,6 +38,28 @@ async def test_login_and_answer_streams_in_progressively(open_page: OpenPage) ->
     await chat.wait_answer_state(answer, "done")
     assert await chat.answer_text(answer).inner_text() == SLOW_TEXT
     assert await chat.page.get_by_role("button", name="Send").is_visible()
+    assert chat.errors == []
+
+
+async def test_markdown_is_rendered_while_it_streams(open_page: OpenPage) -> None:
+    chat = await open_page(viewport={"width": 1100, "height": 760})
+    await chat.login("alice", PASSWORD)
+    await chat.choose_model("double/markdown")
+    await chat.send("How does streaming work here?")
+    answer = await chat.latest_answer()
+    # The code block is complete and the table is still to come.
+    await answer.locator("pre code", has_text="batch)").wait_for()
+    assert await chat.answer_state(answer) == "streaming"
+    await chat.screenshot("page-mid-stream.png")
+    await chat.wait_answer_state(answer, "done")
+
+    body = chat.answer_text(answer)
+    assert await body.locator("ol > li").count() == 3
+    assert await body.locator("strong code").inner_text() == "token"
+    assert "await sink.emit" in await body.locator("pre code").inner_text()
+    assert await body.locator("table th").all_inner_texts() == ["event", "carries"]
+    assert await body.locator("table tbody tr").count() == 2
+    assert await body.locator("blockquote strong").inner_text() == "Stop"
     assert chat.errors == []
 
 
@@ -152,6 +173,18 @@ async def test_two_people_in_one_room_see_the_same_conversation(open_page: OpenP
     for chat, answer in zip((alice, bob), answers, strict=True):
         await chat.wait_answer_state(answer, "done")
         assert await chat.answer_text(answer).inner_text() == SLOW_TEXT
+
+    for chat in (alice, bob):
+        assert await chat.answers().count() == 1
+
+    # A late joiner gets the conversation so far, the shared answer included.
+    carol = await open_page()
+    await carol.guest()
+    await carol.join("lobby")
+    await carol.page.locator("li.msg-user", has_text="Hello room").wait_for()
+    history = await carol.latest_answer()
+    assert await carol.answer_text(history).inner_text() == SLOW_TEXT
+    await alice.members().nth(2).wait_for()
 
     # Another member's message is untrusted text too.
     await bob.choose_model("double/normal")
