@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 import pytest
+from playwright.async_api import Browser
 
 from tests.browser.chatpage import ChatPage
 from tests.browser.conftest import PASSWORD
+from tests.harness import base_settings, run_server
 from tests.upstream_double import UpstreamDouble
 from tests.upstream_scenarios import SLOW_TEXT, Scenario
 
@@ -119,6 +123,30 @@ async def test_upstream_error_is_shown_readably(
     assert chat.errors == []
 
 
+async def test_a_refused_request_shows_its_code_and_when_to_retry(
+    browser: Browser, upstream: UpstreamDouble, users_file: Path
+) -> None:
+    settings = base_settings(upstream.base_url, users_file=users_file, rate_limit_per_minute=1)
+    async with run_server(settings) as srv:
+        context = await browser.new_context()
+        chat = ChatPage(await context.new_page())
+        await chat.open(srv.url + "/")
+        await chat.login("alice", PASSWORD)
+        await chat.choose_model("double/normal")
+        await chat.send("One")
+        await chat.wait_answer_state(await chat.latest_answer(), "done")
+        await chat.send("Two")
+        refused = await chat.latest_answer(after=1)
+        await chat.wait_answer_state(refused, "error")
+        alert = refused.get_by_role("alert")
+        await alert.get_by_text("You are sending messages too quickly.").wait_for()
+        assert await alert.locator(".error-code").inner_text() == "rate_limited"
+        await alert.get_by_text("Try again in").wait_for()
+        assert await alert.get_by_role("button", name="Retry").is_disabled()
+        assert await chat.answers().count() == 2  # the ack and the error event: one bubble
+        assert chat.errors == []
+
+
 async def test_a_reply_with_html_renders_as_text_and_runs_no_script(
     open_page: OpenPage,
 ) -> None:
@@ -197,6 +225,64 @@ async def test_two_people_in_one_room_see_the_same_conversation(open_page: OpenP
     assert bob.errors == []
 
 
+async def test_a_member_joining_mid_answer_sees_all_of_it(open_page: OpenPage) -> None:
+    alice = await open_page()
+    await alice.login("alice", PASSWORD)
+    await alice.join("studio")
+    await alice.choose_model("double/slow")
+    await alice.send("Tell the room a long story")
+    await alice.wait_text(await alice.latest_answer(), 30)
+
+    bob = await open_page()
+    await bob.login("bob", PASSWORD)
+    await bob.join("studio")  # tokens are already flowing: the page resumes from seq 0
+    answer = await bob.latest_answer()
+    await bob.wait_answer_state(answer, "done", timeout=40)
+    assert await bob.answer_text(answer).inner_text() == SLOW_TEXT
+    assert await bob.answers().count() == 1
+    assert bob.errors == []
+
+
+async def test_a_session_is_renewed_before_the_token_expires(
+    browser: Browser, upstream: UpstreamDouble, users_file: Path
+) -> None:
+    settings = base_settings(upstream.base_url, users_file=users_file, token_ttl_s=8)
+    async with run_server(settings) as srv:
+        context = await browser.new_context()
+        chat = ChatPage(await context.new_page())
+        await chat.open(srv.url + "/")
+        await chat.login("alice", PASSWORD)
+        started = time.monotonic()
+        banner = chat.page.get_by_role("alert").filter(has_text="Your session ends soon")
+        await banner.wait_for(timeout=15_000)
+        await banner.get_by_label("Password").fill(PASSWORD)
+        await banner.get_by_role("button", name="Stay signed in").click()
+        await banner.wait_for(state="hidden")
+        await asyncio.sleep(max(0.0, 10 - (time.monotonic() - started)))  # past the first exp
+
+        assert await chat.status.inner_text() == "Connected"
+        await chat.choose_model("double/normal")
+        await chat.send("Still here?")
+        answer = await chat.latest_answer()
+        assert await chat.wait_answer_state(answer, "done") == "done"
+        assert chat.errors == []
+
+
+async def test_an_expired_session_returns_to_sign_in_with_a_reason(
+    browser: Browser, upstream: UpstreamDouble, users_file: Path
+) -> None:
+    settings = base_settings(upstream.base_url, users_file=users_file, token_ttl_s=4)
+    async with run_server(settings) as srv:
+        context = await browser.new_context()
+        chat = ChatPage(await context.new_page())
+        await chat.open(srv.url + "/")
+        await chat.login("alice", PASSWORD)
+        reason = chat.page.get_by_text("Your session has expired. Please sign in again.")
+        await reason.wait_for(timeout=20_000)
+        assert await chat.page.get_by_role("button", name="Sign in").is_visible()
+        assert chat.errors == []
+
+
 async def test_a_dropped_connection_resumes_and_shows_the_answer_once(
     open_page: OpenPage,
 ) -> None:
@@ -233,6 +319,15 @@ async def test_keyboard_only_on_a_phone_screen(open_page: OpenPage) -> None:
     await chat.wait_answer_state(answer, "done")
     no_overflow = "document.documentElement.scrollWidth <= window.innerWidth"
     assert await page.evaluate(no_overflow)
+
+    unlabelled = await page.evaluate(
+        """[...document.querySelectorAll('input, select, textarea, button')]
+            .filter((el) => el.checkVisibility())
+            .filter((el) => !(el.labels?.length || el.getAttribute('aria-label')
+                              || el.textContent.trim()))
+            .map((el) => el.outerHTML)"""
+    )
+    assert unlabelled == []
 
     # The sidebar is a drawer behind the menu button on a narrow screen.
     join = page.get_by_label("Join a room")

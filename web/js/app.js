@@ -163,6 +163,8 @@ function start(auth) {
       onSession: (s) => {
         state.session = s;
         ui.userName.textContent = s.user?.name ?? "";
+        const maxChars = s.limits?.max_message_chars;
+        if (Number.isInteger(maxChars) && maxChars > 0) ui.prompt.maxLength = maxChars;
         if (!ui.model.options.length) fillModels({ default_model: s.default_model, models: [] });
       },
       onText: (stream) => {

@@ -204,8 +204,9 @@ function listBlock(lines, start, depth) {
     }
     const children = blocks(body, depth + 1);
     const li = el("li");
-    if (children.length === 1 && children[0].tagName === "P") {
-      li.append(...children[0].childNodes); // a tight item: no paragraph margins
+    if (children[0]?.tagName === "P" && !body.includes("")) {
+      // a tight item: its text is not wrapped in a paragraph
+      li.append(...children[0].childNodes, ...children.slice(1));
     } else {
       li.append(...children);
     }
