@@ -735,6 +735,7 @@ function wireStaticUi() {
   document.addEventListener("keydown", (event) => {
     if (event.key === "Escape") closeSidebar();
   });
+  document.querySelector(".chat").addEventListener("pointerdown", closeSidebar);
 }
 
 function submitPrompt() {
