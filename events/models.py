@@ -11,6 +11,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from events.errors import ErrorCode
+
 REQUEST_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 ROOM_PATTERN = r"^[A-Za-z0-9_.:-]{1,64}$"
 
@@ -47,16 +49,24 @@ class ChatMessage(Inbound):
 class ChatRequest(Inbound):
     """``chat``: start a streamed completion."""
 
-    request_id: RequestId | None = None
-    messages: list[ChatMessage] = Field(min_length=1)
-    model: ModelName | None = None
-    models: list[ModelName] | None = Field(None, max_length=10)
+    request_id: RequestId | None = Field(
+        None, description="Client-chosen id of this request; the server makes one if absent."
+    )
+    messages: list[ChatMessage] = Field(
+        min_length=1, description="The conversation; with `room`, only the new message(s)."
+    )
+    model: ModelName | None = Field(
+        None, description="Default from `DEFAULT_MODEL`; must pass `ALLOWED_MODELS` if set."
+    )
+    models: list[ModelName] | None = Field(
+        None, max_length=10, description="Fallback models, tried in order by the upstream."
+    )
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, gt=0, le=1)
     max_tokens: int | None = Field(None, ge=1, le=1_000_000)
     stop: str | list[str] | None = None
     seed: int | None = Field(None, ge=-(2**63), le=2**63 - 1)
-    room: RoomName | None = None
+    room: RoomName | None = Field(None, description="Chat in this room (join it first).")
 
 
 class CancelRequest(Inbound):
@@ -75,7 +85,9 @@ class ResumeRequest(Inbound):
     """``resume``: replay tokens with ``seq > last_seq``, then continue live."""
 
     request_id: RequestId
-    last_seq: int = Field(ge=-1, le=2**31)
+    last_seq: int = Field(
+        ge=-1, le=2**31, description="The last `seq` received; -1 replays from the start."
+    )
 
 
 class RefreshRequest(Inbound):
@@ -143,7 +155,7 @@ class ErrorDetail(Outbound):
 
 
 class ErrorObject(Outbound):
-    code: str
+    code: ErrorCode
     message: str
     retryable: bool
     retry_after: float | None = None
@@ -178,6 +190,71 @@ class PresenceEvent(Outbound):
 class Ack(Outbound):
     ok: bool
     error: ErrorObject | None = None
+
+
+class RefusalData(Outbound):
+    code: ErrorCode
+    message: str
+
+
+class ConnectRefusal(Outbound):
+    """Socket.IO's ``connect_error``: ``err.message`` and ``err.data`` of a refused connect."""
+
+    message: Literal["unauthorized", "rate_limited"]
+    data: RefusalData
+
+
+class CompletionFrame(Outbound):
+    """Raw WebSocket with ``?format=completion``: one upstream chunk, as the upstream sent it."""
+
+    type: Literal["completion"] = "completion"
+    data: dict[str, Any]
+
+
+class RefreshedFrame(Outbound):
+    """Raw WebSocket: the answer to a ``refresh`` frame."""
+
+    type: Literal["refreshed"] = "refreshed"
+    expires_at: int
+
+
+# -- acknowledgements (what a client's callback receives) ---------------------------------
+
+
+class ErrorAck(Outbound):
+    """Any refused client event: the connection stays open."""
+
+    ok: Literal[False] = False
+    error: ErrorObject
+
+
+class OkAck(Outbound):
+    """``cancel``, ``leave`` and ``resume`` (the replay follows) succeeded."""
+
+    ok: Literal[True] = True
+
+
+class ChatAck(Outbound):
+    """``chat`` accepted; exactly one ``done`` or ``error`` for ``request_id`` follows."""
+
+    ok: Literal[True] = True
+    request_id: str
+
+
+class JoinAck(Outbound):
+    """``join`` succeeded: who is there and the last ``ROOM_HISTORY_LIMIT`` messages."""
+
+    ok: Literal[True] = True
+    room: str
+    members: list[User]
+    history: list[MessageEvent]
+
+
+class RefreshAck(Outbound):
+    """``refresh`` succeeded; ``expires_at`` is the new token's ``exp`` (epoch seconds)."""
+
+    ok: Literal[True] = True
+    expires_at: int
 
 
 def validation_details(exc: ValidationError) -> list[dict[str, str]]:

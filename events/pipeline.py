@@ -22,6 +22,7 @@ from pydantic import ValidationError
 from auth.tokens import Identity
 from events.errors import ErrorCode, ProtocolError, to_protocol_error
 from events.models import ChatRequest, validation_details
+from services import log_context
 from services.generations import Generation, GenerationRegistry, StopReason
 from services.limits import RateLimiter
 from services.streamlog import StreamLog, StreamMeta, stream_key
@@ -43,12 +44,53 @@ class Sink(Protocol):
     async def raw(self, chunks: list[Payload]) -> None: ...
 
 
+@dataclass(frozen=True, slots=True)
+class RequestEnd:
+    """How one accepted request went: the lifecycle log line and the metrics come from this."""
+
+    request_id: str
+    user_id: str
+    transport: str
+    room: str | None
+    model: str | None
+    outcome: str  # "done" | "cancelled" | "error"
+    finish_reason: str | None  # as sent in ``done``
+    code: str | None  # the error code when outcome is "error"
+    tokens: int  # token events relayed
+    usage: Payload | None  # as the upstream reported it
+    accepted_at: float  # epoch seconds
+    first_token_s: float | None  # from accept to the first token
+    duration_s: float  # from accept to the terminal event
+    stop_reason: str | None  # why we stopped it (cancel, disconnect, abandoned, shutdown)
+
+    def log_fields(self) -> Payload:
+        usage = self.usage or {}
+        return {
+            "event": "request",
+            "request_id": self.request_id,
+            "user_id": self.user_id,
+            "transport": self.transport,
+            "room": self.room,
+            "model": self.model,
+            "outcome": self.outcome,
+            "finish_reason": self.finish_reason,
+            "code": self.code,
+            "tokens": self.tokens,
+            "prompt_tokens": usage.get("prompt_tokens"),
+            "completion_tokens": usage.get("completion_tokens"),
+            "accepted_at": round(self.accepted_at, 3),
+            "first_token_s": None if self.first_token_s is None else round(self.first_token_s, 4),
+            "duration_s": round(self.duration_s, 4),
+            "stop_reason": self.stop_reason,
+        }
+
+
 class PipelineObserver(Protocol):
     """Metrics hooks; the default does nothing."""
 
     def accepted(self, transport: str) -> None: ...
     def first_token(self, seconds: float) -> None: ...
-    def finished(self, outcome: str, code: str | None, tokens: int, seconds: float) -> None: ...
+    def finished(self, end: RequestEnd) -> None: ...
 
 
 class _NoObserver:
@@ -58,7 +100,7 @@ class _NoObserver:
     def first_token(self, seconds: float) -> None:
         pass
 
-    def finished(self, outcome: str, code: str | None, tokens: int, seconds: float) -> None:
+    def finished(self, end: RequestEnd) -> None:
         pass
 
 
@@ -252,6 +294,8 @@ class ChatPipeline:
         sink: Sink,
         on_finish: OnFinish | None,
     ) -> None:
+        log_context.bind(request_id=gen.request_id, user_id=gen.owner)  # this task only
+        accepted_at = time.time()
         started = time.monotonic()
         out = _Outcome(model=body["model"])
         base: Payload = {"request_id": gen.request_id}
@@ -293,7 +337,9 @@ class ChatPipeline:
             code = error.code.value
             terminal = ("error", {**base, **error.to_wire()})
         event, payload = terminal
-        outcome = "error" if event == "error" else payload["finish_reason"]
+        outcome = "error" if event == "error" else "done"
+        if event == "done" and payload["finish_reason"] == "cancelled":
+            outcome = "cancelled"
         try:
             await self._log.close(gen.key, event, payload)
             await sink.emit(event, payload)
@@ -303,29 +349,25 @@ class ChatPipeline:
             logger.exception("delivering the end of request %s failed", gen.request_id)
         finally:
             self._registry.remove(gen)
-        duration = time.monotonic() - started
-        self._observer.finished(outcome, code, out.tokens, duration)
-        logger.info(
-            "request %s ended: %s",
-            gen.request_id,
-            outcome if code is None else code,
-            extra={
-                "event": "request",
-                "request_id": gen.request_id,
-                "user_id": gen.owner,
-                "transport": who.transport,
-                "room": gen.room,
-                "model": out.model,
-                "outcome": outcome,
-                "code": code,
-                "tokens": out.tokens,
-                "ttft_s": None
-                if out.first_token_at is None
-                else round(out.first_token_at - started, 4),
-                "duration_s": round(duration, 4),
-                "stop_reason": gen.stop_reason.value if gen.stop_reason else None,
-            },
+        end = RequestEnd(
+            request_id=gen.request_id,
+            user_id=gen.owner,
+            transport=who.transport,
+            room=gen.room,
+            model=out.model,
+            outcome=outcome,
+            finish_reason=payload.get("finish_reason"),
+            code=code,
+            tokens=out.tokens,
+            usage=out.usage,
+            accepted_at=accepted_at,
+            first_token_s=None if out.first_token_at is None else out.first_token_at - started,
+            duration_s=time.monotonic() - started,
+            stop_reason=gen.stop_reason.value if gen.stop_reason else None,
         )
+        self._observer.finished(end)
+        # The one lifecycle line per request (accepted, first token, end).
+        logger.info("request %s %s", gen.request_id, code or outcome, extra=end.log_fields())
 
     @staticmethod
     def _absorb(batch: list[Chunk], out: _Outcome) -> str:

@@ -11,7 +11,7 @@ import logging
 import re
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from pydantic import ValidationError
 
@@ -40,6 +40,29 @@ M = TypeVar("M", bound=Inbound)
 ChatHook = Callable[
     [Connection, ChatRequest], Awaitable[tuple[list[Payload] | None, OnFinish | None]]
 ]
+
+
+class RelayObserver(Protocol):
+    """Metrics hooks for what happens around requests; the default does nothing."""
+
+    def rejected(self, transport: str, code: str) -> None: ...  # a chat not accepted
+    def resumed(self, transport: str, result: str) -> None: ...  # "ok" or an error code
+    def refused(self, transport: str, code: str) -> None: ...  # a connection refused
+
+
+class _NoObserver:
+    def rejected(self, transport: str, code: str) -> None:
+        pass
+
+    def resumed(self, transport: str, result: str) -> None:
+        pass
+
+    def refused(self, transport: str, code: str) -> None:
+        pass
+
+
+def _code(exc: Exception) -> str:
+    return exc.code.value if isinstance(exc, ProtocolError) else ErrorCode.INTERNAL.value
 
 
 def parse(model: type[M], data: Any) -> M:
@@ -72,7 +95,9 @@ class Relay:
         verifier: TokenVerifier,
         *,
         resume_grace_s: float,
+        observer: RelayObserver | None = None,
     ) -> None:
+        self.observer: RelayObserver = observer or _NoObserver()
         self.pipeline = pipeline
         self.log = log
         self.registry = registry
@@ -82,6 +107,28 @@ class Relay:
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def chat(self, conn: Connection, data: Any, sink: Sink, size: int | None = None) -> str:
+        try:
+            return await self._chat(conn, data, sink, size)
+        except Exception as exc:
+            code = _code(exc)
+            self.observer.rejected(conn.transport, code)
+            request_id = claimed_request_id(data)
+            logger.info(
+                "request %s rejected: %s",
+                request_id,
+                code,
+                extra={
+                    "event": "request",
+                    "request_id": request_id,
+                    "user_id": conn.identity.sub,
+                    "transport": conn.transport,
+                    "outcome": "rejected",
+                    "code": code,
+                },
+            )
+            raise
+
+    async def _chat(self, conn: Connection, data: Any, sink: Sink, size: int | None) -> str:
         req = self.pipeline.parse(data, size)
         messages: list[Payload] | None = None
         on_finish: OnFinish | None = None
@@ -107,6 +154,15 @@ class Relay:
             self.registry.detach_connection(conn.conn_id, self.resume_grace_s)
 
     async def find_resumable(self, conn: Connection, data: Any) -> tuple[StreamMeta, int]:
+        try:
+            found = await self._find_resumable(conn, data)
+        except Exception as exc:
+            self.observer.resumed(conn.transport, _code(exc))
+            raise
+        self.observer.resumed(conn.transport, "ok")
+        return found
+
+    async def _find_resumable(self, conn: Connection, data: Any) -> tuple[StreamMeta, int]:
         req = parse(ResumeRequest, data)
         meta = await self.log.meta(stream_key(conn.identity.sub, req.request_id))
         if meta is None:

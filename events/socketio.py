@@ -14,9 +14,10 @@ from auth.authenticator import Authenticator
 from auth.tokens import AuthError, bearer_token
 from events.connections import Connection, Connections
 from events.errors import ErrorCode, ProtocolError, to_protocol_error
+from events.extension import EventContext, EventSpec
 from events.pipeline import Payload
 from events.relay import Relay, claimed_request_id
-from events.sio_server import TailRegistry
+from events.sio_server import RESERVED_EVENTS, TailRegistry
 from services.limits import ConnectionCounter
 
 logger = logging.getLogger(__name__)
@@ -88,6 +89,20 @@ class SocketIOEvents:
         on("resume", self.on_resume)
         on("refresh", self.on_refresh)
 
+    def add_event(self, spec: EventSpec) -> None:
+        """Serve an extension's client event (validation, error acks as for core events)."""
+        if spec.name in RESERVED_EVENTS or spec.name in self.sio.handlers.get("/", {}):
+            raise ValueError(f"the Socket.IO event {spec.name!r} is already taken")
+        emit = self.sio.emit
+
+        async def run(_self: SocketIOEvents, conn: Connection, data: Any) -> Payload:
+            async def to_caller(event: str, payload: Payload) -> None:
+                await emit(event, payload, to=conn.conn_id)
+
+            return await spec.invoke(EventContext(conn.identity, conn.conn_id, to_caller), data)
+
+        self.sio.on(spec.name, functools.partial(_acked(run), self))
+
     def _spawn(self, coro: Awaitable[Any]) -> None:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
@@ -102,10 +117,12 @@ class SocketIOEvents:
         try:
             identity = self.authenticator.authenticate(token)
         except AuthError as exc:
+            self.relay.observer.refused(TRANSPORT, exc.code)
             raise socketio.exceptions.ConnectionRefusedError(
                 "unauthorized", {"code": exc.code, "message": exc.message}
             ) from None
         if not await self.counter.acquire(identity.sub, sid):
+            self.relay.observer.refused(TRANSPORT, ErrorCode.RATE_LIMITED.value)
             raise socketio.exceptions.ConnectionRefusedError(
                 "rate_limited",
                 {"code": ErrorCode.RATE_LIMITED.value, "message": "Too many connections."},

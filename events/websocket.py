@@ -84,6 +84,7 @@ class WebSocketEndpoint:
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def _refuse(self, ws: WebSocket, code: ErrorCode, message: str, close: int) -> None:
+        self.relay.observer.refused(TRANSPORT, code.value)
         await ws.accept()
         error = ProtocolError(code, message).to_wire()
         await ws.send_text(orjson.dumps({"type": "error", **error}).decode())

@@ -8,18 +8,33 @@ from collections.abc import Mapping
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 from health.checks import Check
 
 
 class Liveness(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"status": "ok", "version": "0.1.0", "uptime_s": 12.5}]}
+    )
+
     status: str
     version: str
     uptime_s: float
 
 
 class Readiness(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "status": "ok",
+                    "checks": {"upstream": "ok", "redis": "disabled", "shutdown": "ok"},
+                }
+            ]
+        }
+    )
+
     status: str
     checks: dict[str, str]
 

@@ -8,6 +8,7 @@ in; nothing is created at import time.
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -17,7 +18,9 @@ from fastapi import FastAPI
 from auth.authenticator import Authenticator
 from auth.origins import OriginPolicy
 from auth.tokens import TokenVerifier
+from events.catalog import CORE_EVENTS
 from events.connections import Connections
+from events.errors import ErrorCode
 from events.pipeline import ChatPipeline, PipelineConfig
 from events.relay import Relay
 from events.sio_server import MemoryManager, RelayServer, TailRegistry
@@ -26,8 +29,11 @@ from events.websocket import WebSocketEndpoint
 from health.checks import disabled_check, flag_check, upstream_check
 from health.router import health_router
 from server import __version__
+from server.apidocs import HTTP_DESCRIPTION, OPENAPI_TAGS, event_docs_router
+from server.extensions import Extension, documented_events, installed
 from server.jsonshim import OrjsonShim
 from server.lifecycle import Runtime, lifespan_for
+from server.metrics import RelayMetrics, metrics_router, multiprocess_active
 from server.routes import auth_router, client_router, web_routes
 from server.settings import Settings
 from services.generations import GenerationRegistry
@@ -64,7 +70,40 @@ def build_verifier(settings: Settings) -> TokenVerifier:
     )
 
 
-def create_app(settings: Settings) -> RelayApp:
+def build_metrics(settings: Settings) -> RelayMetrics:
+    directory = settings.prometheus_multiproc_dir
+    if (directory is not None) != multiprocess_active():
+        raise ConfigError(
+            "PROMETHEUS_MULTIPROC_DIR must be set in the environment of every worker process "
+            "before it starts (not only in secrets.toml)."
+        )
+    if directory is not None and not directory.is_dir():
+        raise ConfigError(f"PROMETHEUS_MULTIPROC_DIR={directory} is not a directory.")
+    return RelayMetrics(__version__, multiprocess_dir=directory)
+
+
+def counting_refusals(
+    allows: Callable[[str | None, Mapping[str, Any]], bool], metrics: RelayMetrics
+) -> Callable[[str | None, Mapping[str, Any]], bool]:
+    """The Socket.IO origin check, counting refused handshakes as ``forbidden``."""
+
+    def check(origin: str | None, environ: Mapping[str, Any]) -> bool:
+        if allows(origin, environ):
+            return True
+        metrics.refused("socketio", ErrorCode.FORBIDDEN.value)
+        return False
+
+    return check
+
+
+def create_app(settings: Settings, extensions: Sequence[Extension] | None = None) -> RelayApp:
+    """Build one app.  ``extensions``: extra events and routes (default: ``installed()``)."""
+    if extensions is None:
+        extensions = installed(settings)
+    docs_router = event_docs_router(  # refuses an extension event named like another event
+        [*CORE_EVENTS, *documented_events(extensions)], title="llm-relay", version=__version__
+    )
+    metrics = build_metrics(settings)
     verifier = build_verifier(settings)
     if not verifier.can_verify and not settings.allow_anonymous:
         raise ConfigError(
@@ -88,15 +127,24 @@ def create_app(settings: Settings) -> RelayApp:
         log=log,
         registry=registry,
         rate_limiter=MemoryRateLimiter(settings.rate_limit_per_minute),
+        observer=metrics,
     )
-    relay = Relay(pipeline, log, registry, verifier, resume_grace_s=settings.resume_grace_s)
+    relay = Relay(
+        pipeline,
+        log,
+        registry,
+        verifier,
+        resume_grace_s=settings.resume_grace_s,
+        observer=metrics,
+    )
     connections = Connections()
+    metrics.watch(connections, registry)
     counter = MemoryConnectionCounter(settings.max_connections_per_user)
     tails = TailRegistry()
     sio = RelayServer(
         async_mode="asgi",
         client_manager=MemoryManager(tails),
-        cors_allowed_origins=origins.allows_environ,
+        cors_allowed_origins=counting_refusals(origins.allows_environ, metrics),
         max_http_buffer_size=settings.max_frame_bytes,
         json=OrjsonShim,
         logger=False,
@@ -120,6 +168,9 @@ def create_app(settings: Settings) -> RelayApp:
         sio, relay, authenticator, connections, counter, tails, session_info
     )
     sio_events.register()
+    for extension in extensions:
+        for spec in extension.events:
+            sio_events.add_event(spec)
     ws_endpoint = WebSocketEndpoint(
         relay, authenticator, origins, connections, counter, settings.max_payload_bytes
     )
@@ -135,16 +186,15 @@ def create_app(settings: Settings) -> RelayApp:
         verifier=verifier,
         sio_events=sio_events,
         redis=redis,
+        metrics=metrics,
     )
 
     http = FastAPI(
         title="llm-relay",
         version=__version__,
-        description=(
-            "HTTP side of the LLM chat relay. The Socket.IO event API is at "
-            "[/asyncapi.json](/asyncapi.json)."
-        ),
+        description=HTTP_DESCRIPTION,
         lifespan=lifespan_for(runtime),
+        openapi_tags=OPENAPI_TAGS,
     )
     http.include_router(
         health_router(
@@ -160,6 +210,12 @@ def create_app(settings: Settings) -> RelayApp:
     )
     http.include_router(auth_router(settings, verifier))
     http.include_router(client_router(settings, verifier, lambda: runtime.models))
+    metrics_token = settings.metrics_token.get_secret_value() if settings.metrics_token else None
+    http.include_router(metrics_router(metrics, metrics_token))
+    http.include_router(docs_router)
     http.add_api_websocket_route("/websockets/openrouter", ws_endpoint)
+    for extension in extensions:
+        for router in extension.routers:
+            http.include_router(router)
     web_routes(http)
     return RelayApp(sio, http, runtime)

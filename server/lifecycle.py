@@ -18,12 +18,14 @@ from events.connections import Connections
 from events.pipeline import ChatPipeline
 from events.relay import Relay
 from events.socketio import SocketIOEvents
+from server.metrics import RelayMetrics
 from server.settings import Settings
 from services.generations import GenerationRegistry, StopReason
 from services.models import ModelCatalog, upstream_fetch
 from services.simulator import Simulator
 from services.streamlog import StreamLog
-from services.upstream import UpstreamClient, UpstreamSettings
+from services.tracing import TracedUpstreamClient
+from services.upstream import UpstreamClient, UpstreamObserver, UpstreamSettings
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +46,7 @@ class Runtime:
     verifier: TokenVerifier
     sio_events: SocketIOEvents
     redis: aioredis.Redis | None = None  # set by create_app when REDIS_URL is given
+    metrics: RelayMetrics | None = None
     session: aiohttp.ClientSession | None = None
     simulator: Simulator | None = None
     models: ModelCatalog | None = None  # GET /models; set by start()
@@ -78,9 +81,13 @@ class Runtime:
             connector=aiohttp.TCPConnector(limit=limit, limit_per_host=limit),
             timeout=aiohttp.ClientTimeout(total=None),
         )
-        self.pipeline.upstream = UpstreamClient(
-            self.session, self.upstream_settings(base_url, api_key)
+        observer: UpstreamObserver | None = self.metrics
+        client = TracedUpstreamClient if s.tracing else UpstreamClient
+        self.pipeline.upstream = client(
+            self.session, self.upstream_settings(base_url, api_key), observer
         )
+        if self.metrics is not None:
+            await self.metrics.start(s.metrics_refresh_s)
         self.upstream_configured = api_key is not None
         self.models = ModelCatalog(
             s.default_model,
@@ -120,6 +127,8 @@ class Runtime:
             await self.redis.aclose()
         if self.simulator is not None:
             await self.simulator.stop()
+        if self.metrics is not None:
+            await self.metrics.stop()
 
 
 def lifespan_for(runtime: Runtime) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:

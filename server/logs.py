@@ -2,6 +2,8 @@
 
 Configured once at start-up.  The redaction filter sits on the handlers, so it sees
 every record: ours, uvicorn's access log (query strings such as ``?token=``), aiohttp's.
+Fields passed as ``extra`` (and the request ids bound in ``services.log_context``) are
+structured data: keys of the JSON object, or ``key=value`` pairs after a text line.
 """
 
 from __future__ import annotations
@@ -10,9 +12,11 @@ import logging
 import re
 import sys
 import time
-from typing import Any
+from typing import IO, Any
 
 import orjson
+
+from services import log_context
 
 _SECRET_PATTERNS = [
     # ?token=..., &access_token=...
@@ -41,24 +45,48 @@ def redact(text: str, extra_secrets: tuple[str, ...] = ()) -> str:
     return text
 
 
+def extra_fields(record: logging.LogRecord) -> dict[str, Any]:
+    """What was passed as ``extra`` (and bound ids): everything not standard on a record."""
+    return {
+        key: value
+        for key, value in vars(record).items()
+        if key not in _STANDARD and not key.startswith("_")
+    }
+
+
 class RedactingFilter(logging.Filter):
-    """Rewrites the message of every record so secrets never reach a handler."""
+    """Rewrites every record so secrets never reach a handler: message, extras, traceback."""
 
     def __init__(self, secrets: tuple[str, ...] = ()) -> None:
         super().__init__()
         self.secrets = tuple(s for s in secrets if s)
 
     def filter(self, record: logging.LogRecord) -> bool:
+        for key, value in log_context.current():
+            if not hasattr(record, key):
+                setattr(record, key, value)
         try:
             message = record.getMessage()
         except Exception:
             return True
         record.msg = redact(message, self.secrets)
         record.args = None
+        for key, value in extra_fields(record).items():
+            if isinstance(value, str):
+                setattr(record, key, redact(value, self.secrets))
+        if record.exc_info and not record.exc_text:
+            record.exc_text = _PLAIN.formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = redact(record.exc_text, self.secrets)
         return True
 
 
+_PLAIN = logging.Formatter()
+
+
 class JsonFormatter(logging.Formatter):
+    """One JSON object per line: ts, time, level, logger, msg, the extra fields, exc."""
+
     def format(self, record: logging.LogRecord) -> str:
         out: dict[str, Any] = {
             "ts": round(record.created, 3),
@@ -67,23 +95,46 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
-        for key, value in vars(record).items():
-            if key not in _STANDARD and not key.startswith("_"):
-                out[key] = value
-        if record.exc_info:
-            out["exc"] = self.formatException(record.exc_info)
+        out.update(extra_fields(record))
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            out["exc"] = record.exc_text
         return orjson.dumps(out, default=str).decode()
 
 
+class TextFormatter(logging.Formatter):
+    """``time level logger: message key=value ...`` (logfmt-style extras)."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        line = super().formatMessage(record)
+        pairs = [
+            f"{key}={_logfmt(value)}"
+            for key, value in extra_fields(record).items()
+            if value is not None
+        ]
+        return f"{line} {' '.join(pairs)}" if pairs else line
+
+
+def _logfmt(value: Any) -> str:
+    text = value if isinstance(value, str) else orjson.dumps(value, default=str).decode()
+    if not text or any(c in text for c in ' "=\\'):
+        return orjson.dumps(text).decode()
+    return text
+
+
 def configure_logging(
-    level: str = "info", fmt: str = "text", secrets: tuple[str, ...] = ()
+    level: str = "info",
+    fmt: str = "text",
+    secrets: tuple[str, ...] = (),
+    stream: IO[str] | None = None,
 ) -> None:
-    handler = logging.StreamHandler(sys.stderr)
+    handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
     handler.addFilter(RedactingFilter(secrets))
-    if fmt == "json":
-        handler.setFormatter(JsonFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

@@ -107,6 +107,13 @@ class Settings(BaseSettings):
     log_format: Literal["text", "json"] = "text"
     demo: bool = False
 
+    # observability
+    metrics_token: SecretStr | None = None  # when set, GET /metrics needs this bearer token
+    # prometheus-client's own variable: several workers sharing one port aggregate here
+    prometheus_multiproc_dir: Path | None = None
+    metrics_refresh_s: float = Field(5, gt=0)  # multiprocess mode: how often gauges publish
+    tracing: bool = False  # OpenTelemetry spans around upstream calls (configure an SDK)
+
     @field_validator(
         "allowed_models", "jwt_algorithms", "cors_origins", "trusted_proxies", mode="before"
     )
@@ -141,7 +148,7 @@ class Settings(BaseSettings):
 
     def secret_values(self) -> tuple[str, ...]:
         """Values that must never be logged."""
-        values = (self.openrouter_api_key, self.jwt_secret)
+        values = (self.openrouter_api_key, self.jwt_secret, self.metrics_token)
         return tuple(v.get_secret_value() for v in values if v and v.get_secret_value())
 
     @classmethod

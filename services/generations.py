@@ -95,11 +95,17 @@ class GenerationRegistry:
         return list(self._by_key.values())
 
     def stop_connection(self, conn_id: str, reason: StopReason) -> int:
-        """Stop every generation of a connection now (deliberate disconnect)."""
-        gens = self.for_connection(conn_id)
-        for gen in gens:
-            gen.stop(reason)
-        return len(gens)
+        """Stop the connection's private generations now (deliberate disconnect).
+
+        A room's answer streams on for the room's other members.
+        """
+        stopped = 0
+        for gen in self.for_connection(conn_id):
+            if gen.room is None:
+                stopped += gen.stop(reason)
+            else:
+                self._unlink(gen)
+        return stopped
 
     def detach_connection(
         self,

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import pytest
@@ -41,3 +41,27 @@ async def recorders() -> AsyncIterator[Callable[[], Recorder]]:
     yield make
     for rec in made:
         await rec.close()
+
+
+@pytest.fixture(scope="session")
+def redis_base_url() -> Iterator[str]:
+    """A Redis server URL (no DB number); skips the test when none can be had."""
+    from tests.redis_server import available_redis
+
+    with available_redis() as url:
+        if url is None:
+            pytest.skip("needs Redis: none answers on 127.0.0.1:6379 and redis-server is missing")
+        yield url
+
+
+@pytest.fixture
+def redis_url(redis_base_url: str) -> str:
+    """A Redis URL for one test; tests keep to their own key prefix (see `key_prefix`)."""
+    return redis_base_url + "/0"
+
+
+@pytest.fixture
+def key_prefix() -> str:
+    import secrets
+
+    return f"test-{secrets.token_hex(6)}:"

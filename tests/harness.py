@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,6 +15,7 @@ import socketio
 import uvicorn
 
 from server.app import RelayApp, create_app
+from server.extensions import Extension
 from server.serve import uvicorn_config
 from server.settings import Settings
 
@@ -70,14 +71,19 @@ class RunningServer:
 
 
 @asynccontextmanager
-async def run_server(settings: Settings) -> AsyncIterator[RunningServer]:
-    app = create_app(settings)
+async def run_server(
+    settings: Settings,
+    *,
+    extensions: Sequence[Extension] | None = None,
+    access_log: bool = False,
+) -> AsyncIterator[RunningServer]:
+    app = create_app(settings, extensions)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     config = uvicorn_config(settings, app)
-    config.access_log = False
+    config.access_log = access_log
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve(sockets=[sock]))
     while not server.started:
