@@ -34,7 +34,7 @@ from server.extensions import Extension, documented_events, installed
 from server.jsonshim import OrjsonShim
 from server.lifecycle import Runtime, lifespan_for
 from server.metrics import RelayMetrics, metrics_router, multiprocess_active
-from server.routes import auth_router, web_routes
+from server.routes import auth_router, client_router, web_routes
 from server.security import ConfigError, auth_checks, build_limits, build_verifier
 from server.settings import Settings
 from services.bus import LocalBus, NodeBus, RedisBus, new_node_id
@@ -252,6 +252,7 @@ def create_app(settings: Settings, extensions: Sequence[Extension] | None = None
             allow_headers=["Authorization", "Content-Type"],
         )
     http.include_router(auth_router(settings, verifier, limits.logins))
+    http.include_router(client_router(settings, verifier, lambda: runtime.models))
     metrics_token = settings.metrics_token.get_secret_value() if settings.metrics_token else None
     http.include_router(metrics_router(metrics, metrics_token))
     http.include_router(docs_router)

@@ -30,6 +30,7 @@ from events.socketio import SocketIOEvents
 from server.metrics import RelayMetrics
 from server.settings import Settings
 from services.generations import GenerationRegistry, StopReason
+from services.models import ModelCatalog, upstream_fetch
 from services.simulator import Simulator
 from services.streamlog import StreamLog
 from services.tracing import TracedUpstreamClient
@@ -58,6 +59,7 @@ class Runtime:
     metrics: RelayMetrics | None = None
     session: aiohttp.ClientSession | None = None
     simulator: Simulator | None = None
+    models: ModelCatalog | None = None  # GET /models; set by start()
     shutting_down: bool = False
     hurried: bool = False  # a second signal: stop waiting for streams to finish
     upstream_configured: bool = False
@@ -103,6 +105,17 @@ class Runtime:
         if self.rooms is not None:
             await self.rooms.start()
         await self.verifier.start()  # loads the JWKS, when one is configured
+        self.models = ModelCatalog(
+            s.default_model,
+            s.allowed_models,
+            upstream_fetch(
+                self.session,
+                base_url,
+                api_key,
+                app_url=s.openrouter_app_url,
+                app_title=s.openrouter_app_title,
+            ),
+        )
         if api_key is None:
             logger.warning("OPENROUTER_API_KEY is not set: chats will fail with upstream_auth")
 

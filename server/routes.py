@@ -1,11 +1,12 @@
-"""HTTP routes besides health: token issuing and the browser page."""
+"""HTTP routes besides health: token issuing, what the page needs to start, the page."""
 
 from __future__ import annotations
 
 import asyncio
 import math
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, status
 from fastapi.concurrency import run_in_threadpool
@@ -19,6 +20,20 @@ from auth.tokens import TokenVerifier
 from auth.users import UserStore
 from server.settings import Settings
 from services.limits import RateLimiter
+from services.models import ModelCatalog
+
+# The page renders untrusted text (model output, other members' messages) without
+# ever parsing it as HTML; this policy is the second line of defence.
+PAGE_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        "connect-src 'self'; font-src 'self'; manifest-src 'self'; base-uri 'none'; "
+        "form-action 'self'; frame-ancestors 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-cache",
+}
 
 WEB_DIR = Path(__file__).resolve().parent.parent / "web"
 
@@ -98,15 +113,71 @@ def auth_router(settings: Settings, verifier: TokenVerifier, logins: RateLimiter
     return router
 
 
+class ClientConfig(BaseModel):
+    protocol: Literal[1] = 1
+    allow_anonymous: bool
+    password_login: bool
+    demo: bool
+    default_model: str
+
+
+class ModelEntry(BaseModel):
+    id: str
+    name: str
+
+
+class ModelsResponse(BaseModel):
+    default_model: str
+    models: list[ModelEntry]
+    source: Literal["allowlist", "upstream", "default"]
+
+
+def client_router(
+    settings: Settings, verifier: TokenVerifier, catalog: Callable[[], ModelCatalog | None]
+) -> APIRouter:
+    """``GET /config`` and ``GET /models``: what a client needs before it connects."""
+    router = APIRouter(tags=["client"])
+    users = UserStore(settings.users_file)
+
+    @router.get(
+        "/config",
+        response_model=ClientConfig,
+        summary="How to sign in: guest access, password login, the default model",
+    )
+    async def config() -> ClientConfig:
+        return ClientConfig(
+            allow_anonymous=settings.allow_anonymous and verifier.can_issue,
+            password_login=verifier.can_issue and bool(users.load()),
+            demo=settings.demo,
+            default_model=settings.default_model,
+        )
+
+    @router.get(
+        "/models",
+        response_model=ModelsResponse,
+        summary="Models to pick from: the allowlist, or the upstream's list (cached)",
+    )
+    async def models() -> ModelsResponse:
+        current = catalog()
+        if current is None:
+            entry = ModelEntry(id=settings.default_model, name=settings.default_model)
+            return ModelsResponse(
+                default_model=settings.default_model, models=[entry], source="default"
+            )
+        return ModelsResponse.model_validate((await current.list()).to_wire())
+
+    return router
+
+
 def web_routes(app: FastAPI, web_dir: Path = WEB_DIR) -> None:
     """``GET /`` serves the chat page; its assets live under ``/static``."""
     index = web_dir / "index.html"
 
-    @app.get("/", include_in_schema=False)
+    @app.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
     async def page() -> FileResponse:
         if not index.is_file():
             raise HTTPException(status.HTTP_404_NOT_FOUND, "The web page is not built.")
-        return FileResponse(index, media_type="text/html")
+        return FileResponse(index, media_type="text/html", headers=PAGE_HEADERS)
 
     if web_dir.is_dir():
         app.mount("/static", StaticFiles(directory=web_dir), name="static")

@@ -163,6 +163,9 @@ class Settings(BaseSettings):
     def _demo_implies_anonymous(self) -> Settings:
         if self.demo:
             self.allow_anonymous = True
+            if "default_model" not in self.model_fields_set:
+                # The simulator answers whatever is named; say plainly what answers.
+                self.default_model = "local/simulator"
         return self
 
     @property

@@ -23,6 +23,30 @@ PARTIAL_TEXT = "Partial answer before the stream broke."
 PARTIAL_SENT = "Partial answer before "  # what the failing scenarios send (cut_after=3)
 SLOW_TEXT = " ".join(f"token{i}" for i in range(1, 51))  # 50 tokens
 COMMENT = ": OPENROUTER PROCESSING\n\n"
+# A reply that tries to run script in a page that renders it (browser tests).
+XSS_TEXT = (
+    'Look: <img src=x onerror="window.__xss=1"> and <script>window.__xss=2</script> '
+    "and [click me](javascript:window.__xss=3) and "
+    '<a href="javascript:window.__xss=4">html link</a> and <iframe src="about:blank"></iframe> '
+    "but **bold** and [a safe link](https://example.com/docs) are fine."
+)
+MARKDOWN_TEXT = """Here is how an answer reaches you, step by step:
+
+1. The page emits `chat` with your message.
+2. The server relays each upstream delta as a **`token`** event.
+3. A final `done` carries the usage.
+
+```python
+async for batch in upstream.stream(body):
+    await sink.emit("token", batch)
+```
+
+| event | carries |
+|---|---|
+| `token` | `request_id`, `seq`, `content` |
+| `done` | `finish_reason`, `usage` |
+
+> Press **Stop** at any time to cancel the answer."""
 
 _WORD = re.compile(r"\s*\S+\s*")
 
@@ -106,6 +130,8 @@ _ALL = [
     Scenario(name="length", finish_reason="length"),
     Scenario(name="echo", echo=True),
     Scenario(name="slow", text=SLOW_TEXT, delay_s=0.2),
+    Scenario(name="xss", text=XSS_TEXT),
+    Scenario(name="markdown", text=MARKDOWN_TEXT, delay_s=0.06),
     Scenario(name="hang", hang_s=math.inf),
     Scenario(name="stall_first_token", first_token_delay_s=math.inf),
     _partial("eof_no_finish", "eof"),
