@@ -30,6 +30,7 @@ from server.lifecycle import Runtime
 from server.logs import configure_logging
 from server.protocols import HeaderTimeoutProtocol
 from server.settings import Settings
+from server.ws_protocol import RelayWebSocketProtocol
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +52,7 @@ def uvicorn_config(settings: Settings, app: Any) -> uvicorn.Config:
         http=functools.partial(  # type: ignore[arg-type]
             HeaderTimeoutProtocol, header_timeout_s=settings.http_header_timeout_s
         ),
-        ws="websockets-sansio",
+        ws=RelayWebSocketProtocol,  # websockets-sansio with a lighter receive queue
         ws_max_size=settings.max_frame_bytes,
         ws_per_message_deflate=False,  # tiny token frames: zlib costs CPU and ~300 KB a socket
         proxy_headers=True,
