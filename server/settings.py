@@ -38,12 +38,11 @@ class _SecretsToml(TomlConfigSettingsSource):
     """``secrets.toml``, with the original template's ``OPENROUTER_SECRET`` alias."""
 
     def __call__(self) -> dict[str, Any]:
-        data = dict(super().__call__())
-        upper = {key.upper(): value for key, value in data.items()}
-        if "OPENROUTER_SECRET" in upper and "OPENROUTER_API_KEY" not in upper:
-            upper["OPENROUTER_API_KEY"] = upper.pop("OPENROUTER_SECRET")
-        upper.pop("OPENROUTER_SECRET", None)
-        return upper
+        data = {key.lower(): value for key, value in super().__call__().items()}
+        secret = data.pop("openrouter_secret", None)
+        if secret is not None and "openrouter_api_key" not in data:
+            data["openrouter_api_key"] = secret
+        return data
 
 
 class Settings(BaseSettings):
