@@ -186,7 +186,8 @@ def write_chart(report: dict[str, Any], path: Path) -> Path | None:
         return None
     targets = list(report["targets"])
     labels = [report["targets"][t] for t in targets]
-    colors = ["#2b6cb0", "#68a0d8", "#a0aec0", "#dd6b20", "#38a169"][: len(targets)]
+    palette = {"before": "#a0aec0", "ours": "#2b6cb0", "ours-2w": "#68a0d8", "peer": "#dd6b20"}
+    colors = [palette.get(t, "#38a169") for t in targets]
     panels = [
         ("CPU s per 100k tokens (lower is better)", ("cpu_per_100k",), ["burst", "paced"]),
         (
@@ -229,8 +230,12 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(prog="python -m bench.report")
     parser.add_argument("result", type=Path)
+    parser.add_argument("--chart", action="store_true", help="write the PNG next to it again")
     args = parser.parse_args(argv)
-    print_report(json.loads(args.result.read_text()))
+    report = json.loads(args.result.read_text())
+    print_report(report)
+    if args.chart:
+        print(write_chart(report, args.result.with_suffix(".png")))
     return 0
 
 
