@@ -27,10 +27,11 @@ def require_node() -> str:
     return node
 
 
-async def run_probe(options: dict[str, Any]) -> list[tuple[str, Any]]:
+async def run_probe(options: dict[str, Any], probe: Path = PROBE) -> list[tuple[str, Any]]:
+    """Run a Node probe script; its stdout is one JSON event per line."""
     proc = await asyncio.create_subprocess_exec(
         require_node(),
-        str(PROBE),
+        str(probe),
         json.dumps(options),
         cwd=ROOT,
         stdout=asyncio.subprocess.PIPE,

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
-import json
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from tests.harness import Recorder, RunningServer, assert_clean_stream, make_token
-from tests.integration.test_node_socketio_client import ROOT, require_node
+from tests.integration.test_node_socketio_client import ROOT, run_probe
 from tests.integration.test_rooms import member, say, wait_presence
 from tests.upstream_scenarios import NORMAL_TEXT
 
@@ -20,18 +18,7 @@ PROBE = ROOT / "tests" / "node" / "room_probe.mjs"
 
 
 async def run_room_probe(options: dict[str, Any]) -> list[tuple[str, Any]]:
-    proc = await asyncio.create_subprocess_exec(
-        require_node(),
-        str(PROBE),
-        json.dumps(options),
-        cwd=ROOT,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    stdout, stderr = await asyncio.wait_for(proc.communicate(), 30)
-    assert proc.returncode == 0, stderr.decode()
-    lines = [json.loads(line) for line in stdout.decode().splitlines() if line.strip()]
-    return [(line["event"], line["data"]) for line in lines]
+    return await run_probe(options, PROBE)
 
 
 @pytest.mark.parametrize("transport", ["websocket", "polling"])
