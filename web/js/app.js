@@ -561,6 +561,12 @@ function setStatus(value) {
     ]);
   } else if (value === "connected") {
     hideBanner();
+    // Keyboard users land on the prompt once it can be used (also after a reconnect),
+    // unless they already moved the focus somewhere.
+    requestAnimationFrame(() => {
+      const active = document.activeElement;
+      if (!active || active === document.body) ui.prompt.focus();
+    });
   }
 }
 
