@@ -428,15 +428,7 @@ class ChatPipeline:
 
     @staticmethod
     def _absorb(batch: list[Chunk], out: _Outcome) -> str:
-        if len(batch) == 1:
-            chunk = batch[0]
-            if chunk.finish_reason:
-                out.finish_reason = chunk.finish_reason
-            if chunk.model:
-                out.model = chunk.model
-            if chunk.usage:
-                out.usage = chunk.usage
-            return chunk.content
+        """The batch's text; its finish reason, model and usage go into ``out``."""
         parts = []
         for chunk in batch:
             if chunk.content:

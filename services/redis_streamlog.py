@@ -65,7 +65,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 from redis.typing import EncodableT, FieldT
 
-from services.streamlog import Event, StreamLost, StreamMeta
+from services.streamlog import Event, StreamLost, StreamMeta, in_room
 
 logger = logging.getLogger(__name__)
 
@@ -364,10 +364,7 @@ class RedisStreamLog:
         return found
 
     async def find_in_room(self, room: str, request_id: str) -> StreamMeta | None:
-        for meta in await self.find(request_id):
-            if meta.room == room:
-                return meta
-        return None
+        return in_room(await self.find(request_id), room)
 
     async def retained_from(self, key: str) -> int:
         async with asyncio.timeout(self._op_timeout_s):

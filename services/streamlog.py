@@ -160,10 +160,7 @@ class MemoryStreamLog:
         return found
 
     async def find_in_room(self, room: str, request_id: str) -> StreamMeta | None:
-        for meta in await self.find(request_id):
-            if meta.room == room:
-                return meta
-        return None
+        return in_room(await self.find(request_id), room)
 
     async def retained_from(self, key: str) -> int:
         record = self._records.get(key)
@@ -206,3 +203,8 @@ class MemoryStreamLog:
         for record in records:
             self._drop(record)
         self._by_request.clear()
+
+
+def in_room(metas: list[StreamMeta], room: str) -> StreamMeta | None:
+    """The stream of ``room`` among those found for one request id."""
+    return next((meta for meta in metas if meta.room == room), None)
