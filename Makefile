@@ -7,18 +7,29 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run serve install install-dev node-deps system-deps test pytest lint format bench clean
+.PHONY: run serve install install-dev node-deps system-deps test test-latest pytest lint format bench lock clean
 
-$(BIN)/python:
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
+# Every install comes from uv.lock (`uv sync --locked`: a lock that no longer matches
+# pyproject.toml is an error, never a silent re-resolve). uv itself is pinned with hashes
+# in scripts/uv-requirements.txt and lives in its own small venv.
+UV_VENV ?= .venv-uv
+UV := $(UV_VENV)/bin/uv
+export UV_PYTHON_DOWNLOADS := never
+export UV_PROJECT_ENVIRONMENT := $(abspath $(VENV))
+SYNC := $(UV) sync --locked --python $(PYTHON) --quiet
 
-$(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e .
+$(UV): scripts/uv-requirements.txt
+	$(PYTHON) -m venv $(UV_VENV)
+	$(UV_VENV)/bin/pip install --quiet --disable-pip-version-check --require-hashes \
+		-r scripts/uv-requirements.txt
 	@touch $@
 
-$(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e '.[dev]'
+$(VENV)/.installed: pyproject.toml uv.lock | $(UV)
+	$(SYNC) --no-dev
+	@touch $@
+
+$(VENV)/.installed-dev: pyproject.toml uv.lock | $(UV)
+	$(SYNC)
 	@touch $@ $(VENV)/.installed
 
 install: $(VENV)/.installed
@@ -57,8 +68,17 @@ format:
 	$(BIN)/ruff format .
 
 bench: install-dev node-deps
-	$(BIN)/pip install --quiet -e '.[bench]'
+	$(SYNC) --group bench
 	$(BIN)/python -m bench
 
+## Update the lock to the newest versions pyproject.toml allows (then run make test)
+lock: | $(UV)
+	$(UV) lock --upgrade
+
+## The suite against the newest releases inside pyproject.toml's ranges, in .venv-latest
+## (not part of `make test`: drift shows here as one failing job, never as a broken clone)
+test-latest: node-deps system-deps | $(UV)
+	bash .ci/latest
+
 clean:
-	rm -rf $(VENV) node_modules .mypy_cache .ruff_cache .pytest_cache .hypothesis test-artifacts
+	rm -rf $(VENV) $(VENV)-latest $(UV_VENV) node_modules .mypy_cache .ruff_cache .pytest_cache .hypothesis test-artifacts

@@ -331,7 +331,7 @@ class RedisManager(socketio.AsyncRedisManager):  # type: ignore[misc]
             finally:
                 self.listening = False
                 with contextlib.suppress(Exception):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                    await pubsub.aclose()
             await asyncio.sleep(delay)
             delay = min(delay * 2, self.retry_s)
 

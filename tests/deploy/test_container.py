@@ -119,8 +119,10 @@ def test_image_is_multi_stage_slim_and_non_root() -> None:
 
 def test_image_installs_runtime_dependencies_only() -> None:
     text = DOCKERFILE.read_text()
-    assert "['project']['dependencies']" in text
-    assert "optional-dependencies" not in text
+    # from the same lock `make` installs from, without the dev group, refusing a stale lock
+    assert re.search(r"COPY pyproject\.toml uv\.lock ", text)
+    assert re.search(r"RUN uv sync --locked --no-dev ", text)
+    assert "--require-hashes -r uv-requirements.txt" in text
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     runtime = {re.split(r"[\[<>=;! ]", dep)[0].lower() for dep in project["dependencies"]}
     assert not runtime & DEV_TOOLS
