@@ -20,10 +20,10 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, Field
 
-from events.catalog import EventDoc
-from events.errors import ErrorCode, ProtocolError
-from events.extension import EventContext, client_event
-from events.models import Inbound, Outbound, User
+from events.core.catalog import EventDoc
+from events.core.errors import ErrorCode, ProtocolError
+from events.core.extension import EventContext, client_event
+from events.core.models import Inbound, Outbound, User
 from server.extensions import Extension
 
 # -- the Socket.IO event -----------------------------------------------------------------

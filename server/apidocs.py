@@ -9,8 +9,8 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, JSONResponse
 
-from events.asyncapi import asyncapi_document, check_names, with_servers
-from events.catalog import EventDoc
+from events.core.asyncapi import asyncapi_document, check_names, with_servers
+from events.core.catalog import EventDoc
 from server.eventdocs import render_event_docs
 
 

@@ -17,15 +17,20 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from auth.authenticator import Authenticator
 from auth.origins import OriginPolicy
-from events.catalog import CORE_EVENTS
-from events.connections import Connections
-from events.errors import ErrorCode
-from events.pipeline import ChatPipeline, PipelineConfig
-from events.relay import Relay
-from events.rooms import RoomEvents
-from events.sio_server import MemoryManager, RedisManager, RelayServer, TailRegistry
-from events.socketio import SocketIOEvents
-from events.websocket import WebSocketEndpoint
+from events.core.catalog import CORE_EVENTS
+from events.core.connections import Connections
+from events.core.errors import ErrorCode
+from events.core.pipeline import ChatPipeline, PipelineConfig
+from events.core.relay import Relay
+from events.core.rooms import RoomEvents
+from events.transport.internals.socketio_server import (
+    MemoryManager,
+    RedisManager,
+    RelayServer,
+    TailRegistry,
+)
+from events.transport.socketio_events import SocketIOEvents
+from events.transport.websocket import WebSocketEndpoint
 from health.checks import disabled_check, flag_check, redis_check, upstream_check
 from health.router import health_router
 from server import __version__
@@ -37,13 +42,13 @@ from server.metrics import RelayMetrics, metrics_router, multiprocess_active
 from server.routes import auth_router, client_router, web_routes
 from server.security import ConfigError, auth_checks, build_limits, build_verifier
 from server.settings import Settings
-from services.bus import LocalBus, NodeBus, RedisBus, new_node_id
 from services.generations import GenerationRegistry
-from services.redis_client import redis_client
-from services.redis_rooms import RedisRoomStore
-from services.redis_streamlog import RedisStreamLog
-from services.rooms import MemoryRoomStore, RoomStore
-from services.streamlog import MemoryStreamLog, StreamLog
+from services.storage.bus import LocalBus, NodeBus, RedisBus, new_node_id
+from services.storage.redis_client import redis_client
+from services.storage.redis_rooms import RedisRoomStore
+from services.storage.redis_streamlog import RedisStreamLog
+from services.storage.rooms import MemoryRoomStore, RoomStore
+from services.storage.streamlog import MemoryStreamLog, StreamLog
 
 __all__ = ["ConfigError", "RelayApp", "build_verifier", "create_app"]
 

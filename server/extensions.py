@@ -1,6 +1,6 @@
 """Extending the server: the one place where extra events and HTTP routes come in.
 
-An ``Extension`` bundles Socket.IO client events (``events.extension.EventSpec``: payload
+An ``Extension`` bundles Socket.IO client events (``events.core.extension.EventSpec``: payload
 model, handler, error codes), the server→client events it sends (``EventDoc``, for the
 documentation) and FastAPI routers.  ``create_app(settings, extensions=[...])`` registers
 them; without that argument it uses ``installed(settings)`` below, which is what
@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 from fastapi import APIRouter
 
-from events.catalog import EventDoc
-from events.extension import EventSpec
+from events.core.catalog import EventDoc
+from events.core.extension import EventSpec
 from server.settings import Settings
 
 

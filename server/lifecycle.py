@@ -22,19 +22,19 @@ import redis.asyncio as aioredis
 from fastapi import FastAPI
 
 from auth.tokens import TokenVerifier
-from events.connections import Connections
-from events.pipeline import ChatPipeline
-from events.relay import Relay
-from events.rooms import RoomEvents
-from events.socketio import SocketIOEvents
+from events.core.connections import Connections
+from events.core.pipeline import ChatPipeline
+from events.core.relay import Relay
+from events.core.rooms import RoomEvents
+from events.transport.socketio_events import SocketIOEvents
 from server.metrics import RelayMetrics
 from server.settings import Settings
 from services.generations import GenerationRegistry, StopReason
-from services.models import ModelCatalog, upstream_fetch
-from services.simulator import Simulator
-from services.streamlog import StreamLog
-from services.tracing import TracedUpstreamClient
-from services.upstream import UpstreamClient, UpstreamObserver, UpstreamSettings
+from services.storage.streamlog import StreamLog
+from services.upstream.catalogue import ModelCatalog, upstream_fetch
+from services.upstream.client import UpstreamClient, UpstreamObserver, UpstreamSettings
+from services.upstream.simulator import Simulator
+from services.upstream.tracing import TracedUpstreamClient
 
 logger = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """Prometheus metrics: one registry per app, fed by the pipeline's and upstream's hooks.
 
-``RelayMetrics`` implements ``events.pipeline.PipelineObserver``,
-``events.relay.RelayObserver`` and ``services.upstream.UpstreamObserver``: counters and
+``RelayMetrics`` implements ``events.core.pipeline.PipelineObserver``,
+``events.core.relay.RelayObserver`` and ``services.upstream.client.UpstreamObserver``: counters and
 histograms move when things happen.  Gauges (connections, streams, rooms) are read from
 the live state when ``/metrics`` is scraped, never kept up to date event by event.
 
@@ -36,8 +36,8 @@ from prometheus_client import (
 )
 from prometheus_client import multiprocess as prom_multiprocess
 
-from events.connections import Connections
-from events.pipeline import RequestEnd
+from events.core.connections import Connections
+from events.core.pipeline import RequestEnd
 from services.generations import GenerationRegistry
 
 logger = logging.getLogger(__name__)
@@ -233,7 +233,7 @@ class RelayMetrics:
             # This process's live gauges no longer count once it is gone.
             prom_multiprocess.mark_process_dead(os.getpid(), str(self.multiprocess_dir))  # type: ignore[no-untyped-call]
 
-    # -- events.pipeline.PipelineObserver ---------------------------------------------------
+    # -- events.core.pipeline.PipelineObserver ---------------------------------------------------
 
     def accepted(self, transport: str) -> None:
         self.requests_accepted.labels(transport).inc()
@@ -251,7 +251,7 @@ class RelayMetrics:
             if isinstance(value, int) and value > 0:
                 self.usage.labels(kind).inc(value)
 
-    # -- events.relay.RelayObserver ---------------------------------------------------------
+    # -- events.core.relay.RelayObserver ---------------------------------------------------------
 
     def rejected(self, transport: str, code: str) -> None:
         self.requests.labels(transport, "rejected", code).inc()
@@ -262,7 +262,7 @@ class RelayMetrics:
     def refused(self, transport: str, code: str) -> None:
         self.refusals.labels(transport, code).inc()
 
-    # -- services.upstream.UpstreamObserver -------------------------------------------------
+    # -- services.upstream.client.UpstreamObserver -------------------------------------------------
 
     def on_response(self, status: int, latency_s: float) -> None:
         self.upstream_responses.labels(str(status)).inc()

@@ -19,8 +19,8 @@ from auth.authenticator import new_guest
 from auth.tokens import TokenVerifier
 from auth.users import UserStore
 from server.settings import Settings
-from services.limits import RateLimiter
-from services.models import ModelCatalog
+from services.storage.limits import RateLimiter
+from services.upstream.catalogue import ModelCatalog
 
 # The page renders untrusted text (model output, other members' messages) without
 # ever parsing it as HTML; this policy is the second line of defence.

@@ -19,7 +19,7 @@ from auth.keys import MIN_HMAC_SECRET_BYTES, KeyConfigError, PublicKey, family_o
 from auth.tokens import TokenVerifier
 from health.checks import Check, CheckResult
 from server.settings import Settings
-from services.limits import (
+from services.storage.limits import (
     ConnectionCounter,
     MemoryConnectionCounter,
     MemoryRateLimiter,
@@ -27,7 +27,7 @@ from services.limits import (
     RateLimiter,
     StreamCounter,
 )
-from services.redis_limits import RedisRateLimiter, RedisSlots
+from services.storage.redis_limits import RedisRateLimiter, RedisSlots
 
 logger = logging.getLogger(__name__)
 

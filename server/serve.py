@@ -25,12 +25,12 @@ from typing import Any
 
 import uvicorn
 
+from events.transport.internals.uvicorn_http import HeaderTimeoutProtocol
+from events.transport.internals.uvicorn_websocket import RelayWebSocketProtocol
 from server.app import ConfigError, RelayApp, create_app
 from server.lifecycle import Runtime
 from server.logs import configure_logging
-from server.protocols import HeaderTimeoutProtocol
 from server.settings import Settings
-from server.ws_protocol import RelayWebSocketProtocol
 
 logger = logging.getLogger(__name__)
 

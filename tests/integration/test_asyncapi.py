@@ -15,10 +15,10 @@ import aiohttp
 import jsonschema
 from pydantic import Field
 
-from events.asyncapi import asyncapi_document
-from events.catalog import CORE_EVENTS, EventDoc
-from events.errors import DESCRIPTIONS, RETRYABLE, ErrorCode
-from events.models import ChatRequest
+from events.core.asyncapi import asyncapi_document
+from events.core.catalog import CORE_EVENTS, EventDoc
+from events.core.errors import DESCRIPTIONS, RETRYABLE, ErrorCode
+from events.core.models import ChatRequest
 from tests.harness import RunningServer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -26,7 +26,7 @@ SPEC = ROOT / "node_modules" / "@asyncapi" / "specs" / "schemas" / "3.0.0-withou
 
 PROTOCOL_CLIENT_EVENTS = {"chat", "cancel", "join", "leave", "resume", "refresh"}
 PROTOCOL_SERVER_EVENTS = {"session", "token", "done", "error", "message", "presence"}
-RAW_CLIENT_FRAMES = {"chat", "cancel", "resume", "refresh"}  # events/websocket.py
+RAW_CLIENT_FRAMES = {"chat", "cancel", "resume", "refresh"}  # events/transport/websocket.py
 RAW_SERVER_FRAMES = {"token", "done", "error", "completion", "refreshed"}
 
 

@@ -1,4 +1,7 @@
-"""The leaner Engine.IO socket (events/eio_socket.py): transports, heartbeat, closing."""
+"""The leaner Engine.IO socket (events/transport/internals/engineio_socket.py).
+
+Transports, heartbeat, closing.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +13,7 @@ import aiohttp
 import orjson
 import pytest
 
-from events.eio_socket import RelaySocket
+from events.transport.internals.engineio_socket import RelaySocket
 from tests.harness import Recorder, RunningServer, assert_clean_stream, make_token
 from tests.upstream_scenarios import NORMAL_TEXT
 

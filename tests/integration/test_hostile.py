@@ -24,8 +24,8 @@ import pytest_asyncio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from events.errors import ErrorCode
-from events.sio_server import MAX_QUEUED_PACKETS
+from events.core.errors import ErrorCode
+from events.transport.internals.socketio_server import MAX_QUEUED_PACKETS
 from tests.harness import Recorder, RunningServer, base_settings, make_token, run_server
 from tests.upstream_double import UpstreamDouble
 

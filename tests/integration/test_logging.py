@@ -127,7 +127,7 @@ async def test_json_logs_have_one_lifecycle_line_per_request_and_no_secret(
     assert (line["raw"]["transport"], line["raw"]["user_id"]) == ("websocket", "bob")
 
     # request ids carried through: the upstream client's lines name their request
-    upstream = [r for r in records if r["logger"] == "services.upstream"]
+    upstream = [r for r in records if r["logger"] == "services.upstream.client"]
     assert {r.get("request_id") for r in upstream} >= {"ok", "bad"}
     retry = [r for r in upstream if r["msg"].startswith("upstream retry")]
     assert [(r["request_id"], r["user_id"]) for r in retry] == [("bad", "alice")]

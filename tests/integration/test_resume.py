@@ -319,7 +319,7 @@ async def frames_until_terminal(ws: aiohttp.ClientWebSocketResponse) -> list[dic
 
 async def enter_room(srv: RunningServer, rec: Recorder, room: str) -> None:
     """``join``; before the rooms feature is merged, a minimal join: the sid enters it."""
-    if importlib.util.find_spec("events.rooms") is not None:
+    if importlib.util.find_spec("events.core.rooms") is not None:
         ack = await rec.call("join", {"room": room})
         assert ack["ok"] is True, ack
         return

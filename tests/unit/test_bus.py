@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 import pytest
 import redis.asyncio as aioredis
 
-from services.bus import LocalBus, RedisBus
+from services.storage.bus import LocalBus, RedisBus
 from tests.redis_server import free_port, redis_server_process
 
 

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from services.deadline import ReadDeadline, sleep
+from services.upstream.deadline import ReadDeadline, sleep
 
 
 async def guarded_read(watchdog: ReadDeadline, when: float, fut: asyncio.Future[str]) -> str:

@@ -1,10 +1,10 @@
-"""In-memory limits (services/limits.py)."""
+"""In-memory limits (services/storage/limits.py)."""
 
 from __future__ import annotations
 
 import asyncio
 
-from services.limits import MemoryRateLimiter, MemorySlots
+from services.storage.limits import MemoryRateLimiter, MemorySlots
 
 
 async def test_rate_limiter_rolling_window() -> None:

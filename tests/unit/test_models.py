@@ -7,7 +7,7 @@ import asyncio
 import orjson
 import pytest
 
-from services.models import ModelCatalog, ModelInfo, ModelListError, parse_model_list
+from services.upstream.catalogue import ModelCatalog, ModelInfo, ModelListError, parse_model_list
 
 
 class Clock:

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from events.packet_queue import PacketQueue
+from events.transport.internals.packet_queue import PacketQueue
 
 
 async def test_fifo_put_get_and_nowait() -> None:

@@ -1,4 +1,4 @@
-"""Limits shared through Redis (services/redis_limits.py), against the real Redis."""
+"""Limits shared through Redis (services/storage/redis_limits.py), against the real Redis."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
-from services.redis_limits import RedisRateLimiter, RedisSlots
+from services.storage.redis_limits import RedisRateLimiter, RedisSlots
 
 pytestmark = pytest.mark.redis
 
@@ -67,7 +67,7 @@ async def test_slots_are_shared_and_atomic(redis: aioredis.Redis, prefix: str) -
 _NODE = """
 import asyncio, sys
 import redis.asyncio as aioredis
-from services.redis_limits import RedisSlots
+from services.storage.redis_limits import RedisSlots
 
 async def main():
     slots = RedisSlots(aioredis.from_url(sys.argv[1]), 1, prefix=sys.argv[2], lease_s=0.5)

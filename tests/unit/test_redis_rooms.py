@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
-from services.redis_client import redis_client
-from services.redis_rooms import RedisRoomStore
-from services.rooms import LocalConnection, Member, RoomsUnavailable, new_message
+from services.storage.redis_client import redis_client
+from services.storage.redis_rooms import RedisRoomStore
+from services.storage.rooms import LocalConnection, Member, RoomsUnavailable, new_message
 from tests.redis_server import free_port
 
 pytestmark = pytest.mark.redis

@@ -10,8 +10,8 @@ from collections.abc import Iterator
 import pytest
 import redis.asyncio as aioredis
 
-from services.redis_streamlog import RedisStreamLog
-from services.streamlog import StreamLost, StreamMeta
+from services.storage.redis_streamlog import RedisStreamLog
+from services.storage.streamlog import StreamLost, StreamMeta
 from tests.redis_server import free_port, redis_server_process
 
 pytestmark = pytest.mark.redis

@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
-from events.rooms import room_allowed, room_channel
-from events.socketio import SioSink
-from services.rooms import (
+from events.core.rooms import room_allowed, room_channel
+from events.transport.socketio_events import SioSink
+from services.storage.rooms import (
     LocalConnection,
     Member,
     MemoryRoomStore,

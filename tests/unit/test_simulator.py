@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 import aiohttp
 import pytest
 
-from services.simulator import SIMULATOR_MODEL, Simulator, reply_text, split_words
+from services.upstream.simulator import SIMULATOR_MODEL, Simulator, reply_text, split_words
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.sse import SSEDecoder, SSEError
+from services.upstream.sse import SSEDecoder, SSEError
 
 
 def decode(*pieces: bytes) -> list[bytes]:

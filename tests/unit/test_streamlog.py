@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
-from services.redis_streamlog import RedisStreamLog
-from services.streamlog import Event, MemoryStreamLog, StreamLog, StreamLost, StreamMeta
+from services.storage.redis_streamlog import RedisStreamLog
+from services.storage.streamlog import Event, MemoryStreamLog, StreamLog, StreamLost, StreamMeta
 
 MakeLog = Callable[..., Any]
 

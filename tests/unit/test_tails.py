@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from events.tails import TailRegistry
+from events.core.tails import TailRegistry
 
 
 def tok(seq: int, room: str | None = None) -> dict[str, object]:

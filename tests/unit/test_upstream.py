@@ -12,7 +12,7 @@ import orjson
 import pytest
 from aiohttp import web
 
-from services.upstream import (
+from services.upstream.client import (
     Chunk,
     UpstreamClient,
     UpstreamError,

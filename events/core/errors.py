@@ -6,7 +6,7 @@ import logging
 from enum import StrEnum
 from typing import Any
 
-from services.upstream import UpstreamError, UpstreamFailure
+from services.upstream.base import UpstreamError, UpstreamFailure
 
 logger = logging.getLogger(__name__)
 

@@ -19,13 +19,13 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from auth.authenticator import Authenticator
 from auth.origins import OriginPolicy, log_refusal
 from auth.tokens import AuthError, bearer_token
-from events.connections import Connection, Connections
-from events.errors import ErrorCode, ProtocolError, to_protocol_error
-from events.pipeline import Payload
-from events.relay import Relay, claimed_request_id
-from events.tails import TailRegistry
-from services.limits import ConnectionCounter
-from services.streamlog import StreamMeta
+from events.core.connections import Connection, Connections
+from events.core.errors import ErrorCode, ProtocolError, to_protocol_error
+from events.core.pipeline import Payload
+from events.core.relay import Relay, claimed_request_id
+from events.core.tails import TailRegistry
+from services.storage.limits import ConnectionCounter
+from services.storage.streamlog import StreamMeta
 
 logger = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """Per-user limits: accepted requests in a rolling window, open connections, streams.
 
-In-memory here; ``services.redis_limits`` shares the same counts between nodes.
+In-memory here; ``services.storage.redis_limits`` shares the same counts between nodes.
 Connections and streams are both *slots*: a user holds at most ``limit`` at once,
 each taken with ``acquire(user, id)`` and given back with ``release(user, id)``.
 """

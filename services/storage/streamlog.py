@@ -7,7 +7,7 @@ client gets each token exactly once.  A log keeps at most ``max_events`` events 
 request; beyond that the *oldest* go, and a tail that would need them raises
 ``StreamLost`` instead of skipping them.
 
-``MemoryStreamLog`` serves one process; ``services.redis_streamlog`` holds the same
+``MemoryStreamLog`` serves one process; ``services.storage.redis_streamlog`` holds the same
 in Redis Streams so a client may come back on any node.
 """
 

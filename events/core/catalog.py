@@ -1,8 +1,8 @@
 """Every event of the wire protocol, described once: name, direction, payload model, acks.
 
-The AsyncAPI document (``events.asyncapi``) and the ``/docs/events`` page are generated
+The AsyncAPI document (``events.core.asyncapi``) and the ``/docs/events`` page are generated
 from these entries and the pydantic models they name, the same models that validate
-the events; an extension's events (``events.extension.EventSpec``) are entries too.
+the events; an extension's events (``events.core.extension.EventSpec``) are entries too.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
-from events import models as m
-from events.errors import ErrorCode
+from events.core import models as m
+from events.core.errors import ErrorCode
 
 Sender = Literal["client", "server"]
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
-from events.packet_queue import PacketQueue
+from events.transport.internals.packet_queue import PacketQueue
 
 
 class RelayWebSocketProtocol(WebSocketsSansIOProtocol):

@@ -5,7 +5,7 @@ every connection in a room named after its sid, and sids never contain ``:``, so
 name a client picks can reach another client's private events; names equal to a
 connection id are refused as well, on every node.
 
-Room state (members, history) lives behind ``services.rooms.RoomStore``; this module
+Room state (members, history) lives behind ``services.storage.rooms.RoomStore``; this module
 decides what is emitted.  Every emit goes to ``room_channel(name)`` of a validated,
 non-empty name: a ``None`` target would reach the whole namespace.
 """
@@ -20,12 +20,12 @@ from collections.abc import Mapping
 from typing import Any, Protocol
 
 from auth.tokens import Identity
-from events.connections import Connection, Connections
-from events.errors import ErrorCode, ProtocolError
-from events.models import ChatRequest, RoomRequest
-from events.pipeline import OnFinish, Payload
-from events.relay import parse
-from services.rooms import (
+from events.core.connections import Connection, Connections
+from events.core.errors import ErrorCode, ProtocolError
+from events.core.models import ChatRequest, RoomRequest
+from events.core.pipeline import OnFinish, Payload
+from events.core.relay import parse
+from services.storage.rooms import (
     ASSISTANT_ID,
     LocalConnection,
     Member,
@@ -34,7 +34,7 @@ from services.rooms import (
     conversation,
     new_message,
 )
-from services.streamlog import StreamLog
+from services.storage.streamlog import StreamLog
 
 logger = logging.getLogger(__name__)
 

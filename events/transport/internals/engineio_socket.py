@@ -28,7 +28,7 @@ import engineio
 from engineio import exceptions, packet
 from engineio.async_socket import AsyncSocket
 
-from events.packet_queue import PacketQueue
+from events.transport.internals.packet_queue import PacketQueue
 
 # Packets waiting to be written to one client: a client that does not read what it is
 # sent (its TCP window stays shut) is closed when its queue reaches this.

@@ -31,7 +31,7 @@ one round trip per batch (as many tokens as arrived during the previous round tr
    after the last one read).  It stops after the entry marked ``end``.
 3. *The log holds an event before any client can miss it.*  A client misses live
    events in two ways only: its transport is gone, or its node skips it because it
-   is being fed from the log (``events.tails``).  In both cases its only source is
+   is being fed from the log (``events.core.tails``).  In both cases its only source is
    its replay, which waits on the log until the terminal entry — so "before" means
    "before that replay ends".  Every event is queued before it is emitted live, the
    writer flushes in order, and ``close`` waits until the terminal entry (and so every
@@ -65,7 +65,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 from redis.typing import EncodableT, FieldT
 
-from services.streamlog import Event, StreamLost, StreamMeta, in_room
+from services.storage.streamlog import Event, StreamLost, StreamMeta, in_room
 
 logger = logging.getLogger(__name__)
 

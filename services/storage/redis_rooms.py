@@ -1,4 +1,4 @@
-"""Room state in Redis, shared by every node (see ``services.rooms`` for the model).
+"""Room state in Redis, shared by every node (see ``services.storage.rooms`` for the model).
 
 Keys, all under the configured prefix ``P``:
 
@@ -27,7 +27,14 @@ import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from services.rooms import Clock, LocalConnection, Member, Message, RoomsUnavailable, group_members
+from services.storage.rooms import (
+    Clock,
+    LocalConnection,
+    Member,
+    Message,
+    RoomsUnavailable,
+    group_members,
+)
 
 logger = logging.getLogger(__name__)
 

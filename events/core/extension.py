@@ -22,11 +22,11 @@ from typing import Any, TypeVar
 from pydantic import BaseModel
 
 from auth.tokens import Identity
-from events.catalog import EventDoc
-from events.errors import ErrorCode
-from events.models import Inbound
-from events.pipeline import Payload
-from events.relay import parse
+from events.core.catalog import EventDoc
+from events.core.errors import ErrorCode
+from events.core.models import Inbound
+from events.core.pipeline import Payload
+from events.core.relay import parse
 
 Emit = Callable[[str, Payload], Awaitable[None]]
 M = TypeVar("M", bound=Inbound)
@@ -70,7 +70,7 @@ def client_event(
 ) -> Callable[[Callable[[EventContext, M], Awaitable[BaseModel | Payload]]], EventSpec]:
     """Describe a client→server event and attach its handler (no registration happens)."""
     if not issubclass(payload, Inbound):
-        raise TypeError("an event payload model must derive from events.models.Inbound")
+        raise TypeError("an event payload model must derive from events.core.models.Inbound")
 
     def wrap(handler: Callable[[EventContext, M], Awaitable[BaseModel | Payload]]) -> EventSpec:
         return EventSpec(

@@ -35,10 +35,10 @@ from engineio import packet as eio_packet
 from engineio.async_drivers import asgi as eio_asgi
 from socketio import packet as sio_packet
 
-from events.eio_socket import MAX_QUEUED_PACKETS, RelayEngineServer
-from events.errors import ErrorCode, ProtocolError
-from events.tails import TailRegistry
-from services.redis_client import redis_client
+from events.core.errors import ErrorCode, ProtocolError
+from events.core.tails import TailRegistry
+from events.transport.internals.engineio_socket import MAX_QUEUED_PACKETS, RelayEngineServer
+from services.storage.redis_client import redis_client
 
 logger = logging.getLogger(__name__)
 
@@ -135,7 +135,7 @@ class RelayServer(socketio.AsyncServer):  # type: ignore[misc]
             await self.close_transport(eio_sid, "unexpected Socket.IO packet type")
 
     def _engineio_server_class(self) -> type[RelayEngineServer]:
-        return RelayEngineServer  # leaner WebSocket loop per connection (events/eio_socket.py)
+        return RelayEngineServer  # leaner WebSocket loop per connection (engineio_socket.py)
 
     def start_manager(self) -> None:
         """Start the client manager now (python-socketio waits for the first client),

@@ -20,13 +20,13 @@ import orjson
 from pydantic import ValidationError
 
 from auth.tokens import Identity
-from events.errors import ErrorCode, ProtocolError, to_protocol_error
-from events.models import ChatRequest, validation_details, within_budget
+from events.core.errors import ErrorCode, ProtocolError, to_protocol_error
+from events.core.models import ChatRequest, validation_details, within_budget
 from services import log_context
 from services.generations import Generation, GenerationRegistry, StopReason
-from services.limits import MemoryStreamCounter, RateLimiter, StreamCounter
-from services.streamlog import StreamLog, StreamMeta, stream_key
-from services.upstream import Chunk, UpstreamClient
+from services.storage.limits import MemoryStreamCounter, RateLimiter, StreamCounter
+from services.storage.streamlog import StreamLog, StreamMeta, stream_key
+from services.upstream.base import Chunk, Upstream
 
 logger = logging.getLogger(__name__)
 
@@ -159,7 +159,7 @@ class ChatPipeline:
         rate_limiter: RateLimiter,
         streams: StreamCounter | None = None,
         observer: PipelineObserver | None = None,
-        upstream: UpstreamClient | None = None,
+        upstream: Upstream | None = None,
     ) -> None:
         self.config = config
         self.upstream = upstream  # set at start-up, once the HTTP session exists
@@ -333,7 +333,7 @@ class ChatPipeline:
         self,
         gen: Generation,
         who: Requester,
-        upstream: UpstreamClient,
+        upstream: Upstream,
         body: Payload,
         sink: Sink,
         on_finish: OnFinish | None,

@@ -1,4 +1,4 @@
-"""The per-user limits of ``services.limits``, shared by every node through Redis.
+"""The per-user limits of ``services.storage.limits``, shared by every node through Redis.
 
 * ``RedisRateLimiter``: a rolling window per user — a sorted set of hit times, trimmed,
   counted and added to by one Lua script (atomic; times from Redis's clock, so the
@@ -22,7 +22,7 @@ import time
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from services.limits import MemoryRateLimiter, MemorySlots
+from services.storage.limits import MemoryRateLimiter, MemorySlots
 
 logger = logging.getLogger(__name__)
 

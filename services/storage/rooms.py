@@ -6,7 +6,7 @@ member list changes when a user's first connection joins or last one leaves.  A 
 ``max_age_s``, oldest first.  The same history, trimmed to a size budget, is what the
 model is sent.
 
-``MemoryRoomStore`` serves one process; ``services.redis_rooms.RedisRoomStore`` keeps
+``MemoryRoomStore`` serves one process; ``services.storage.redis_rooms.RedisRoomStore`` keeps
 the same in Redis so every node sees every member and message.  Stored messages are
 plain JSON objects (the ``message`` event's payload); nothing is ever pickled.
 """

@@ -19,14 +19,14 @@ from contextlib import aclosing, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from enum import StrEnum
 from typing import Any, Protocol
 
 import aiohttp
 import orjson
 
-from services.deadline import ReadDeadline, sleep
-from services.sse import SSEDecoder, SSEError
+from services.upstream.base import Chunk, UpstreamError, UpstreamFailure
+from services.upstream.deadline import ReadDeadline, sleep
+from services.upstream.sse import SSEDecoder, SSEError
 
 logger = logging.getLogger(__name__)
 
@@ -34,17 +34,6 @@ _ERROR_BODY_LIMIT = 64 * 1024
 _MESSAGE_LIMIT = 300
 _MAX_RETRY_AFTER_S = 60.0
 _RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
-
-
-class UpstreamFailure(StrEnum):
-    BAD_REQUEST = "bad_request"
-    AUTH = "auth"
-    PAYMENT = "payment"
-    MODERATION = "moderation"
-    TIMEOUT = "timeout"
-    RATE_LIMITED = "rate_limited"
-    UNAVAILABLE = "unavailable"
-    STREAM = "stream"
 
 
 _TEXT = {
@@ -67,24 +56,6 @@ _STATUS_KIND = {
 }
 
 
-class UpstreamError(Exception):
-    """An upstream failure; `message` is safe to show to an end user."""
-
-    def __init__(
-        self,
-        kind: UpstreamFailure,
-        message: str,
-        *,
-        status: int | None = None,
-        retry_after: float | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.kind = kind
-        self.message = message
-        self.status = status
-        self.retry_after = retry_after
-
-
 @dataclass(frozen=True, slots=True)
 class UpstreamSettings:
     base_url: str
@@ -98,15 +69,6 @@ class UpstreamSettings:
     max_retries: int = 2
     retry_base_s: float = 0.5
     retry_max_s: float = 8.0
-
-
-@dataclass(slots=True)
-class Chunk:
-    content: str
-    finish_reason: str | None
-    model: str | None
-    usage: dict[str, Any] | None
-    raw: dict[str, Any]
 
 
 class UpstreamObserver(Protocol):
@@ -149,6 +111,12 @@ class UpstreamClient:
     @property
     def configured(self) -> bool:
         return bool(self._settings.api_key)
+
+    async def start(self) -> None:
+        pass  # the session is the app's (server/lifecycle.py)
+
+    async def aclose(self) -> None:
+        pass
 
     async def stream(
         self, body: dict[str, Any], *, gather_s: float = 0.0

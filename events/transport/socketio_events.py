@@ -13,15 +13,15 @@ import socketio
 from auth.authenticator import Authenticator
 from auth.origins import log_refusal
 from auth.tokens import AuthError, bearer_token
-from events.connections import Connection, Connections
-from events.errors import ErrorCode, ProtocolError, to_protocol_error
-from events.extension import EventContext, EventSpec
-from events.pipeline import Payload
-from events.relay import Relay, claimed_request_id
-from events.rooms import RoomEvents, room_channel
-from events.sio_server import RESERVED_EVENTS
-from events.tails import TailRegistry
-from services.limits import ConnectionCounter
+from events.core.connections import Connection, Connections
+from events.core.errors import ErrorCode, ProtocolError, to_protocol_error
+from events.core.extension import EventContext, EventSpec
+from events.core.pipeline import Payload
+from events.core.relay import Relay, claimed_request_id
+from events.core.rooms import RoomEvents, room_channel
+from events.core.tails import TailRegistry
+from events.transport.internals.socketio_server import RESERVED_EVENTS
+from services.storage.limits import ConnectionCounter
 
 logger = logging.getLogger(__name__)
 

@@ -20,7 +20,8 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from services import log_context
-from services.upstream import Chunk, UpstreamClient, UpstreamError
+from services.upstream.base import Chunk, UpstreamError
+from services.upstream.client import UpstreamClient
 
 TRACER_NAME = "llm-relay"
 

@@ -14,9 +14,9 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
-from events import models as m
-from events.catalog import EventDoc
-from events.errors import DESCRIPTIONS, RETRYABLE, ErrorCode
+from events.core import models as m
+from events.core.catalog import EventDoc
+from events.core.errors import DESCRIPTIONS, RETRYABLE, ErrorCode
 
 ASYNCAPI_VERSION = "3.0.0"
 SCHEMAS = "#/components/schemas/"

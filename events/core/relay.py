@@ -16,9 +16,9 @@ from typing import Any, Protocol, TypeVar
 from pydantic import ValidationError
 
 from auth.tokens import AuthError, TokenVerifier
-from events.connections import Connection
-from events.errors import ErrorCode, ProtocolError
-from events.models import (
+from events.core.connections import Connection
+from events.core.errors import ErrorCode, ProtocolError
+from events.core.models import (
     REQUEST_ID_PATTERN,
     CancelRequest,
     ChatRequest,
@@ -28,10 +28,10 @@ from events.models import (
     validation_details,
     within_budget,
 )
-from events.pipeline import ChatPipeline, OnFinish, Payload, Requester, Sink
-from services.bus import LocalBus, NodeBus
+from events.core.pipeline import ChatPipeline, OnFinish, Payload, Requester, Sink
 from services.generations import GenerationRegistry, StopReason
-from services.streamlog import StreamLog, StreamLost, StreamMeta, stream_key
+from services.storage.bus import LocalBus, NodeBus
+from services.storage.streamlog import StreamLog, StreamLost, StreamMeta, stream_key
 
 logger = logging.getLogger(__name__)
 

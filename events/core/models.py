@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from events.errors import ErrorCode
+from events.core.errors import ErrorCode
 
 REQUEST_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 ROOM_PATTERN = r"^[A-Za-z0-9_.:-]{1,64}$"

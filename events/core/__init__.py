@@ -1,0 +1,1 @@
+"""The relay core: payload models, error table, the chat pipeline, rooms, resume."""

@@ -1,0 +1,1 @@
+"""The transports: Socket.IO handlers and the raw WebSocket endpoint; they only translate."""

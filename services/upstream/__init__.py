@@ -1,0 +1,1 @@
+"""The upstream: the OpenAI-compatible streaming client, SSE decoder, simulator, catalogue."""

@@ -1,0 +1,84 @@
+"""What the chat pipeline needs of an upstream, whichever it is (OpenRouter client, simulator).
+
+``Upstream.stream`` yields the chunks of one completion, one list per network read (or per
+coalescing window), and raises ``UpstreamError`` for every failure; retries happen inside,
+only before anything was yielded.  ``Chunk`` is one parsed ``chat.completion.chunk``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, Protocol
+
+
+class UpstreamFailure(StrEnum):
+    BAD_REQUEST = "bad_request"
+    AUTH = "auth"
+    PAYMENT = "payment"
+    MODERATION = "moderation"
+    TIMEOUT = "timeout"
+    RATE_LIMITED = "rate_limited"
+    UNAVAILABLE = "unavailable"
+    STREAM = "stream"
+
+
+class UpstreamError(Exception):
+    """An upstream failure; `message` is safe to show to an end user."""
+
+    def __init__(
+        self,
+        kind: UpstreamFailure,
+        message: str,
+        *,
+        status: int | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+        self.status = status
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallDelta:
+    """One streamed piece of a tool call (``choices[0].delta.tool_calls[i]``)."""
+
+    index: int
+    id: str | None
+    name: str | None
+    arguments: str
+
+
+@dataclass(slots=True)
+class Chunk:
+    content: str
+    finish_reason: str | None
+    model: str | None
+    usage: dict[str, Any] | None
+    raw: dict[str, Any]
+    reasoning: str = ""  # delta.reasoning, or delta.reasoning_content (openai dialect)
+    reasoning_details: list[dict[str, Any]] | None = None
+    tool_calls: list[ToolCallDelta] | None = None
+    native_finish_reason: str | None = None
+    generation_id: str | None = None  # the response's "id"
+    provider: str | None = None
+
+
+class Upstream(Protocol):
+    """An OpenAI-compatible streaming completion source, opened and closed with the app."""
+
+    @property
+    def configured(self) -> bool:
+        """Whether it can answer at all (an API key is set); readiness reports it."""
+        ...
+
+    async def start(self) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+    def stream(
+        self, body: dict[str, Any], *, gather_s: float = 0.0
+    ) -> AsyncIterator[list[Chunk]]: ...
