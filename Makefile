@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run serve install install-dev node-deps system-deps test test-latest pytest lint format bench lock clean
+.PHONY: run serve install install-dev node-deps system-deps test test-latest pytest chaos lint format bench lock clean
 
 # Every install comes from uv.lock (`uv sync --locked`: a lock that no longer matches
 # pyproject.toml is an error, never a silent re-resolve). uv itself is pinned with hashes
@@ -57,6 +57,11 @@ test: install-dev node-deps system-deps lint pytest
 
 pytest:
 	$(BIN)/pytest
+
+## The fault tests of issue 16 on their own (a private Redis is stopped and killed, a node
+## killed, a client stops reading…): one line per fault at the end, held or not and what was lost
+chaos: install-dev
+	$(BIN)/pytest -m chaos tests/chaos
 
 lint:
 	$(BIN)/ruff check .

@@ -9,6 +9,7 @@ client that comes back can resume from the log without gaps or repeats.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import secrets
 import time
@@ -143,10 +144,20 @@ def new_request_id() -> str:
 
 
 def payload_size(data: Any) -> int:
+    """The payload's size as UTF-8 JSON, never skipped: text that is not Unicode (a lone
+    surrogate such as ``"\\ud800"``, which the JSON of Socket.IO can carry) is refused."""
     try:
         return len(orjson.dumps(data))
-    except TypeError:
-        return 0
+    except TypeError:  # integers beyond 64 bits, non-string keys, or a lone surrogate
+        pass
+    try:
+        return len(json.dumps(data, ensure_ascii=False).encode())
+    except UnicodeEncodeError:
+        raise ProtocolError(
+            ErrorCode.INVALID_PAYLOAD, "The payload holds text that is not valid Unicode."
+        ) from None
+    except (TypeError, ValueError):
+        raise ProtocolError(ErrorCode.INVALID_PAYLOAD, "The payload is not JSON.") from None
 
 
 class ChatPipeline:
