@@ -209,7 +209,13 @@ def create_app(settings: Settings, extensions: Sequence[Extension] | None = None
         for spec in extension.events:
             sio_events.add_event(spec)
     ws_endpoint = WebSocketEndpoint(
-        relay, authenticator, origins, connections, counter, settings.max_payload_bytes
+        relay,
+        authenticator,
+        origins,
+        connections,
+        counter,
+        settings.max_payload_bytes,
+        max_frame_bytes=settings.max_frame_bytes,
     )
     runtime = Runtime(
         settings=settings,

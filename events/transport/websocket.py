@@ -34,7 +34,9 @@ CLOSE_UNAUTHORIZED = 4401
 CLOSE_FORBIDDEN = 4403
 CLOSE_RATE_LIMITED = 4429
 CLOSE_SERVICE_RESTART = 1012
-_DELIBERATE_CLOSE = frozenset({1000, 1001})
+CLOSE_TOO_BIG = 1009
+# A close frame without a status code (seen as 1005) is as deliberate as 1000 or 1001.
+_DELIBERATE_CLOSE = frozenset({1000, 1001, 1005})
 _SELF = "self"  # this socket, in its sink's TailRegistry
 
 
@@ -81,6 +83,8 @@ class WebSocketEndpoint:
         connections: Connections,
         connection_counter: ConnectionCounter,
         max_payload_bytes: int,
+        *,
+        max_frame_bytes: int | None = None,
     ) -> None:
         self.relay = relay
         self.authenticator = authenticator
@@ -88,6 +92,7 @@ class WebSocketEndpoint:
         self.connections = connections
         self.counter = connection_counter
         self.max_payload_bytes = max_payload_bytes
+        self.max_frame_bytes = max_frame_bytes
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def _refuse(self, ws: WebSocket, code: ErrorCode, message: str, close: int) -> None:
@@ -136,6 +141,12 @@ class WebSocketEndpoint:
                 if message["type"] == "websocket.disconnect":
                     close_code = int(message.get("code") or 1005)
                     break
+                if self._too_big(message):
+                    close_code = CLOSE_TOO_BIG
+                    sink.closed = True
+                    with contextlib.suppress(Exception):
+                        await ws.close(CLOSE_TOO_BIG)
+                    break
                 await self._handle(conn, sink, message, on_expired)
         except WebSocketDisconnect as exc:
             close_code = exc.code
@@ -144,6 +155,17 @@ class WebSocketEndpoint:
             self.connections.pop(conn_id)
             self.relay.connection_closed(conn, deliberate=close_code in _DELIBERATE_CLOSE)
             await self.counter.release(identity.sub, conn_id)
+
+    def _too_big(self, message: Any) -> bool:
+        """A frame over ``MAX_FRAME_BYTES``, whatever the server's own cap (plain
+        ``uvicorn server.main:app`` knows nothing of it)."""
+        cap = self.max_frame_bytes
+        if cap is None:
+            return False
+        text, data = message.get("text"), message.get("bytes")
+        if text is not None:
+            return len(text) > cap or (4 * len(text) > cap and len(text.encode()) > cap)
+        return data is not None and len(data) > cap
 
     def _expiry_handler(self, ws: WebSocket, sink: WebSocketSink) -> Callable[[Connection], None]:
         async def close() -> None:
