@@ -13,6 +13,7 @@ import re
 import sys
 import time
 from typing import IO, Any
+from urllib.parse import unquote
 
 import orjson
 
@@ -46,7 +47,20 @@ _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
 }
 
 
+def _percent_decoded(text: str) -> str:
+    """``?%74oken=`` is ``?token=`` to a server: match what it decodes to (twice-encoded too)."""
+    for _ in range(3):
+        if "%" not in text:
+            break
+        decoded = unquote(text)
+        if decoded == text:
+            break
+        text = decoded
+    return text
+
+
 def redact(text: str, extra_secrets: tuple[str, ...] = ()) -> str:
+    text = _percent_decoded(text)
     for secret in extra_secrets:
         if secret:
             text = text.replace(secret, "[REDACTED]")
