@@ -44,7 +44,7 @@ from server.security import ConfigError, auth_checks, build_limits, build_verifi
 from server.settings import Settings
 from services.generations import GenerationRegistry
 from services.storage.bus import LocalBus, NodeBus, RedisBus, new_node_id
-from services.storage.redis_client import redis_client
+from services.storage.redis_client import Breaker, redis_client
 from services.storage.redis_rooms import RedisRoomStore
 from services.storage.redis_streamlog import RedisStreamLog
 from services.storage.rooms import MemoryRoomStore, RoomStore
@@ -62,13 +62,27 @@ class RelayApp(socketio.ASGIApp):  # type: ignore[misc]
         self.http = http
 
 
-def resume_parts(settings: Settings, redis: aioredis.Redis | None) -> tuple[StreamLog, NodeBus]:
+def resume_parts(
+    settings: Settings, redis: aioredis.Redis | None, breaker: Breaker | None = None
+) -> tuple[StreamLog, NodeBus]:
     """The stream log and the node bus: in memory, or in Redis (any node may resume)."""
-    if redis is None:
+    if redis is None or settings.redis_url is None:
         return MemoryStreamLog(retention_s=settings.resume_retention_s), LocalBus()
     node_id = new_node_id()
+    block_s = 5.0
+    # XREAD BLOCK waits up to block_s for news: its client's reads may take that long
+    blocking = redis_client(
+        settings.redis_url,
+        timeout_s=settings.redis_timeout_s,
+        breaker=breaker,
+        socket_timeout=block_s + settings.redis_timeout_s,
+    )
     log = RedisStreamLog(
         redis,
+        blocking=blocking,
+        block_s=block_s,
+        op_timeout_s=settings.redis_timeout_s,
+        lease_s=settings.node_lease_s,
         prefix=settings.redis_key_prefix,
         node_id=node_id,
         retention_s=settings.resume_retention_s,
@@ -113,11 +127,16 @@ def create_app(settings: Settings, extensions: Sequence[Extension] | None = None
     )
     metrics = build_metrics(settings)
     verifier = build_verifier(settings)
-    redis = redis_client(settings.redis_url) if settings.redis_url else None
+    breaker = Breaker(settings.redis_timeout_s)
+    redis = (
+        redis_client(settings.redis_url, timeout_s=settings.redis_timeout_s, breaker=breaker)
+        if settings.redis_url
+        else None
+    )
     limits = build_limits(settings, redis)
     authenticator = Authenticator(verifier, allow_anonymous=settings.allow_anonymous)
     origins = OriginPolicy(settings.cors_origins)
-    log, bus = resume_parts(settings, redis)
+    log, bus = resume_parts(settings, redis, breaker)
     registry = GenerationRegistry()
     pipeline = ChatPipeline(
         PipelineConfig(
@@ -150,7 +169,13 @@ def create_app(settings: Settings, extensions: Sequence[Extension] | None = None
     counter = limits.connections
     tails = TailRegistry()
     manager: MemoryManager | RedisManager = (
-        RedisManager(settings.redis_url, tails, channel=settings.redis_key_prefix + "socketio")
+        RedisManager(
+            settings.redis_url,
+            tails,
+            channel=settings.redis_key_prefix + "socketio",
+            timeout_s=settings.redis_timeout_s,
+            breaker=breaker,
+        )
         if settings.redis_url
         else MemoryManager(tails)
     )
@@ -250,7 +275,9 @@ def create_app(settings: Settings, extensions: Sequence[Extension] | None = None
                 "shutdown": flag_check("shutting_down", lambda: runtime.shutting_down),
                 "redis": disabled_check
                 if redis is None or not isinstance(manager, RedisManager)
-                else redis_check(redis.ping, lambda: manager.relaying),
+                else redis_check(
+                    redis.ping, lambda: manager.relaying, timeout_s=settings.redis_timeout_s
+                ),
                 **auth_checks(verifier),
             },
         )

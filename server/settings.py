@@ -88,6 +88,10 @@ class Settings(BaseSettings):
     # multi-node
     redis_url: str | None = None
     redis_key_prefix: str = "llm-relay:"  # every Redis key and channel of ours starts with it
+    redis_timeout_s: float = Field(2, gt=0)  # bound on every Redis call → `unavailable`
+    # a node's lease in Redis: its streams count as orphaned (server_shutdown) this long
+    # after its last heartbeat (invariant 6: within 20 s)
+    node_lease_s: float = Field(12, gt=0, le=18)
 
     # limits
     max_payload_bytes: int = Field(1_000_000, gt=0)
@@ -106,6 +110,10 @@ class Settings(BaseSettings):
     token_coalesce_ms: float = Field(20, ge=0, le=1000)  # 0 = one event per upstream read
     room_history_max_age_s: float = Field(7 * 86_400, gt=0)
     shutdown_grace_s: float = Field(20, ge=0)
+    # invariant 7: a connection that drains nothing for this long, or holds this much
+    # unsent, is aborted
+    send_timeout_s: float = Field(30, gt=0)
+    max_send_buffer_bytes: int = Field(4_194_304, gt=0)
     http_header_timeout_s: float = Field(10, gt=0)  # slow-loris: request headers deadline
     connect_timeout_s: float = Field(45, gt=0)  # Engine.IO session without a Socket.IO connect
 

@@ -28,6 +28,7 @@ _UPSTREAM = (
     ErrorCode.UPSTREAM_UNAVAILABLE,
     ErrorCode.UPSTREAM_ERROR,
     ErrorCode.SERVER_SHUTDOWN,
+    ErrorCode.UNAVAILABLE,
     ErrorCode.INTERNAL,
 )
 
@@ -71,6 +72,7 @@ CLIENT_EVENTS: tuple[EventDoc, ...] = (
             ErrorCode.TOO_MANY_STREAMS,
             ErrorCode.FORBIDDEN,
             ErrorCode.SERVER_SHUTDOWN,
+            ErrorCode.UNAVAILABLE,
             ErrorCode.INTERNAL,
         ),
         examples=(

@@ -6,6 +6,7 @@ import logging
 from enum import StrEnum
 from typing import Any
 
+from services.storage import UNAVAILABLE_ERRORS
 from services.upstream.base import UpstreamError, UpstreamFailure
 
 logger = logging.getLogger(__name__)
@@ -30,6 +31,7 @@ class ErrorCode(StrEnum):
     UPSTREAM_UNAVAILABLE = "upstream_unavailable"
     UPSTREAM_ERROR = "upstream_error"
     SERVER_SHUTDOWN = "server_shutdown"
+    UNAVAILABLE = "unavailable"
     INTERNAL = "internal"
 
 
@@ -42,6 +44,7 @@ RETRYABLE: frozenset[ErrorCode] = frozenset(
         ErrorCode.UPSTREAM_UNAVAILABLE,
         ErrorCode.UPSTREAM_ERROR,
         ErrorCode.SERVER_SHUTDOWN,
+        ErrorCode.UNAVAILABLE,
         ErrorCode.INTERNAL,
     }
 )
@@ -64,7 +67,8 @@ DESCRIPTIONS: dict[ErrorCode, str] = {
     ErrorCode.UPSTREAM_RATE_LIMITED: "The upstream rate-limited us after retries; see retry_after.",
     ErrorCode.UPSTREAM_UNAVAILABLE: "The upstream is unavailable after retries.",
     ErrorCode.UPSTREAM_ERROR: "The upstream stream failed or ended without finishing.",
-    ErrorCode.SERVER_SHUTDOWN: "The server is stopping.",
+    ErrorCode.SERVER_SHUTDOWN: "The server is stopping, or the node running the stream is gone.",
+    ErrorCode.UNAVAILABLE: "A dependency (Redis) did not answer within REDIS_TIMEOUT_S; retry.",
     ErrorCode.INTERNAL: "An internal error; the message says nothing internal.",
 }
 
@@ -80,6 +84,7 @@ _UPSTREAM_CODES: dict[UpstreamFailure, ErrorCode] = {
 }
 
 INTERNAL_MESSAGE = "Internal server error."
+UNAVAILABLE_MESSAGE = "The service's storage did not answer in time; try again shortly."
 
 
 class ProtocolError(Exception):
@@ -123,5 +128,8 @@ def to_protocol_error(exc: BaseException) -> ProtocolError:
         if code is ErrorCode.UPSTREAM_RATE_LIMITED and retry_after is None:
             retry_after = 1.0
         return ProtocolError(code, exc.message, retry_after=retry_after)
+    if isinstance(exc, UNAVAILABLE_ERRORS):
+        logger.warning("storage unavailable: %s", type(exc).__name__)
+        return ProtocolError(ErrorCode.UNAVAILABLE, UNAVAILABLE_MESSAGE)
     logger.error("unexpected error", exc_info=exc)
     return ProtocolError(ErrorCode.INTERNAL, INTERNAL_MESSAGE)

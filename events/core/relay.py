@@ -17,7 +17,7 @@ from pydantic import ValidationError
 
 from auth.tokens import AuthError, TokenVerifier
 from events.core.connections import Connection
-from events.core.errors import ErrorCode, ProtocolError
+from events.core.errors import ErrorCode, ProtocolError, to_protocol_error
 from events.core.models import (
     REQUEST_ID_PATTERN,
     CancelRequest,
@@ -30,6 +30,7 @@ from events.core.models import (
 )
 from events.core.pipeline import ChatPipeline, OnFinish, Payload, Requester, Sink
 from services.generations import GenerationRegistry, StopReason
+from services.storage import UNAVAILABLE_ERRORS
 from services.storage.bus import LocalBus, NodeBus
 from services.storage.streamlog import StreamLog, StreamLost, StreamMeta, stream_key
 
@@ -65,7 +66,11 @@ class _NoObserver:
 
 
 def _code(exc: Exception) -> str:
-    return exc.code.value if isinstance(exc, ProtocolError) else ErrorCode.INTERNAL.value
+    if isinstance(exc, ProtocolError):
+        return exc.code.value
+    if isinstance(exc, UNAVAILABLE_ERRORS):
+        return ErrorCode.UNAVAILABLE.value
+    return ErrorCode.INTERNAL.value
 
 
 def parse(model: type[M], data: Any) -> M:
@@ -311,7 +316,7 @@ class Relay:
         elif isinstance(exc, StreamLost):
             error = ProtocolError(ErrorCode.NOT_FOUND, "The rest of the stream is not kept.")
         else:
-            error = ProtocolError(ErrorCode.INTERNAL, "Internal error.")
+            error = to_protocol_error(exc)  # Redis out: `unavailable`; a bug: `internal`
         event: Payload = {"request_id": meta.request_id, **error.to_wire()}
         if meta.room is not None:
             event["room"] = meta.room

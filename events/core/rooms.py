@@ -164,7 +164,7 @@ class RoomEvents:
                     conn.rooms.discard(room)
                 raise
         except RoomsUnavailable:
-            raise ProtocolError(ErrorCode.INTERNAL, UNAVAILABLE) from None
+            raise ProtocolError(ErrorCode.UNAVAILABLE, UNAVAILABLE) from None
         if self.connections.get(conn.conn_id) is not conn:  # it disconnected meanwhile
             await self._left(conn, room)
             return {"ok": False}
@@ -213,7 +213,7 @@ class RoomEvents:
         try:
             history = await self.store.append(room, new)
         except RoomsUnavailable:
-            raise ProtocolError(ErrorCode.INTERNAL, UNAVAILABLE) from None
+            raise ProtocolError(ErrorCode.UNAVAILABLE, UNAVAILABLE) from None
         for message in new:
             await self._broadcast("message", message, room)
         model = req.model or self.default_model

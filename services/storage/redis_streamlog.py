@@ -8,7 +8,8 @@ Keys (``P`` = the key prefix, ``K`` = ``stream_key(owner, request_id)``):
 * ``P meta:K`` — a hash: ``request_id``, ``owner``, ``room``, ``node``, ``ended``.
 * ``P rid:<request_id>`` — a sorted set of the keys with that request id (scored by
   their expiry), for ``find``/``find_in_room`` and ``forbidden`` vs ``not_found``.
-* ``P nodes:<node>`` — while this node has streams, a heartbeat key (15 s TTL).
+* ``P nodes:<node>`` — while this node has streams, its lease: a heartbeat key with a
+  ``lease_s`` TTL (``NODE_LEASE_S``), renewed every third of it.
 
 While a stream is live its keys carry a safety TTL (``live_ttl_s``, refreshed as it
 writes); when it ends they expire ``retention_s`` later.  Nothing outlives that.
@@ -42,6 +43,8 @@ one round trip per batch (as many tokens as arrived during the previous round tr
    right after the ack can resume on any node.
 4. If the node running a stream dies, nothing more is written: a reader notices the
    missing heartbeat and raises ``StreamLost("orphaned")`` instead of waiting forever.
+   ``XREAD BLOCK`` runs on its own client (``blocking``) whose read timeout is longer
+   than the block, so a silent stream is never mistaken for a Redis that hangs.
 
 When Redis fails the live stream goes on regardless (every call has a timeout, and
 ``close`` waits for the writer a bounded time): a stream opened while Redis is out is
@@ -69,8 +72,7 @@ from services.storage.streamlog import Event, StreamLost, StreamMeta, in_room
 
 logger = logging.getLogger(__name__)
 
-HEARTBEAT_S = 5.0
-HEARTBEAT_TTL_MS = 15_000
+LEASE_S = 12.0  # NODE_LEASE_S
 READ_COUNT = 1000
 WRITE_ATTEMPTS = 2  # the client already retries a dropped connection once
 MAX_PENDING = 2000  # queued events per stream before append waits for the writer
@@ -137,8 +139,11 @@ class RedisStreamLog:
         max_events: int = 100_000,
         block_s: float = 5.0,
         op_timeout_s: float = 5.0,
+        lease_s: float = LEASE_S,
+        blocking: aioredis.Redis | None = None,
     ) -> None:
         self._redis = redis
+        self._blocking = blocking or redis  # XREAD BLOCK: reads may take block_s
         self._prefix = prefix
         self.node_id = node_id
         self._retention_ms = max(int(retention_s * 1000), 1)
@@ -146,6 +151,7 @@ class RedisStreamLog:
         self._max_events = max_events
         self._block_ms = max(int(block_s * 1000), 1)
         self._op_timeout_s = op_timeout_s
+        self.lease_s = lease_s
         self._writers: dict[str, _Writer] = {}
         self.batches_written = 0  # round trips that stored events (for metrics)
         self.events_written = 0
@@ -329,12 +335,21 @@ class RedisStreamLog:
     async def _beat(self) -> None:
         with contextlib.suppress(RedisError, OSError, TimeoutError):
             async with asyncio.timeout(self._op_timeout_s):
-                await self._redis.set(self._node_key(self.node_id), "1", px=HEARTBEAT_TTL_MS)
+                await self._redis.set(
+                    self._node_key(self.node_id), "1", px=int(self.lease_s * 1000)
+                )
 
     async def _heartbeats(self) -> None:
         while True:
-            await asyncio.sleep(HEARTBEAT_S)
+            await asyncio.sleep(self.lease_s / 3)
             await self._beat()
+
+    async def node_alive(self, node: str) -> bool:
+        """Whether ``node``'s lease is current (``False`` once it died ``lease_s`` ago)."""
+        if node == self.node_id:
+            return True
+        async with asyncio.timeout(self._op_timeout_s):
+            return bool(await self._redis.exists(self._node_key(node)))
 
     # -- reading ---------------------------------------------------------------------
 
@@ -376,13 +391,14 @@ class RedisStreamLog:
         position = max(after_seq + 1, 0)  # deliver entries from this index on…
         # …and read from here: never past the terminal entry, which is given in any case
         cursor = 0  # (an empty stream: from its start)
-        last: Any = await self._redis.xrevrange(lkey, count=1)
+        async with asyncio.timeout(self._op_timeout_s):
+            last: Any = await self._redis.xrevrange(lkey, count=1)
         for entry_id, fields in last or ():
             ended = _field(fields, "end") is not None
             cursor = min(position, _index_of(entry_id) + (0 if ended else 1))
         while True:
             async with asyncio.timeout(self._block_ms / 1000 + self._op_timeout_s):
-                response = await self._redis.xread(
+                response = await self._blocking.xread(
                     {lkey: f"0-{cursor}"}, count=READ_COUNT, block=self._block_ms
                 )
             entries = _entries(response)
@@ -409,7 +425,7 @@ class RedisStreamLog:
             raise StreamLost("expired")
         if meta.ended or meta.node is None:
             return
-        if not await self._redis.exists(self._node_key(meta.node)):
+        if not await self.node_alive(meta.node):
             raise StreamLost("orphaned")
 
     async def size(self) -> int:
@@ -430,5 +446,8 @@ class RedisStreamLog:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._heartbeat
             self._heartbeat = None
-            with contextlib.suppress(RedisError, OSError):
-                await self._redis.delete(self._node_key(self.node_id))
+            with contextlib.suppress(RedisError, OSError, TimeoutError):
+                async with asyncio.timeout(self._op_timeout_s):
+                    await self._redis.delete(self._node_key(self.node_id))
+        if self._blocking is not self._redis:
+            await self._blocking.aclose()

@@ -8,6 +8,10 @@ tests on their own; the normal suite runs them too.
 
 from __future__ import annotations
 
+import shutil
+import signal
+import subprocess
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import pytest
@@ -60,3 +64,19 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         else:
             line = f"{fault}: held — nothing lost ({entry.passed} test(s))"
         terminalreporter.write_line(line)
+
+
+@pytest.fixture
+def private_redis() -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """A redis-server of this test alone on a free port: it may be stopped and killed
+    (the machine's shared Redis never is)."""
+    if shutil.which("redis-server") is None:
+        pytest.skip("needs redis-server")
+    from tests.redis_server import redis_server_process
+
+    with redis_server_process() as (url, proc):
+        try:
+            yield url + "/0", proc
+        finally:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGCONT)  # a stopped one cannot terminate

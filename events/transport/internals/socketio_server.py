@@ -38,7 +38,7 @@ from socketio import packet as sio_packet
 from events.core.errors import ErrorCode, ProtocolError
 from events.core.tails import TailRegistry
 from events.transport.internals.engineio_socket import MAX_QUEUED_PACKETS, RelayEngineServer
-from services.storage.redis_client import redis_client
+from services.storage.redis_client import Breaker, redis_client
 
 logger = logging.getLogger(__name__)
 
@@ -270,10 +270,14 @@ class RedisManager(socketio.AsyncRedisManager):  # type: ignore[misc]
         channel: str = "llm-relay",
         *,
         retry_s: float = 1.0,
+        timeout_s: float = 2.0,
+        breaker: Breaker | None = None,
     ) -> None:
         super().__init__(url, channel=channel)
         self.tails = tails
         self.retry_s = retry_s
+        self.timeout_s = timeout_s  # REDIS_TIMEOUT_S: a publish waits no longer
+        self.breaker = breaker
         self.listening = False
         self._client: aioredis.Redis | None = None
         self._paused_until = 0.0
@@ -286,7 +290,9 @@ class RedisManager(socketio.AsyncRedisManager):  # type: ignore[misc]
 
     def _redis(self) -> aioredis.Redis:
         if self._client is None:
-            self._client = redis_client(self.redis_url, socket_timeout=5)
+            self._client = redis_client(
+                self.redis_url, timeout_s=self.timeout_s, breaker=self.breaker
+            )
         return self._client
 
     def _trouble(self, what: str, exc: Exception) -> None:
