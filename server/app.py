@@ -20,9 +20,10 @@ from auth.origins import OriginPolicy
 from events.core.catalog import CORE_EVENTS
 from events.core.connections import Connections
 from events.core.errors import ErrorCode
+from events.core.orphans import RemoteStreams
 from events.core.pipeline import ChatPipeline, PipelineConfig
 from events.core.relay import Relay
-from events.core.rooms import RoomEvents
+from events.core.rooms import RoomEvents, room_channel
 from events.transport.internals.socketio_server import (
     MemoryManager,
     RedisManager,
@@ -90,6 +91,20 @@ def resume_parts(
         live_ttl_s=settings.upstream_total_timeout_s + settings.resume_grace_s + 600,
     )
     return log, RedisBus(redis, prefix=settings.redis_key_prefix, node_id=node_id)
+
+
+def watch_remote_streams(
+    sio: RelayServer, manager: RedisManager, log: RedisStreamLog, tails: TailRegistry
+) -> RemoteStreams:
+    """Invariant 6 for room members here of streams running on a node that dies."""
+
+    async def emit_here(event: str, payload: dict[str, Any], room: str) -> None:
+        skip = tails.skip(event, payload, None)  # a member fed from the log gets it there
+        await sio.emit(event, payload, room=room_channel(room), skip_sid=skip, ignore_queue=True)
+
+    orphans = RemoteStreams(log, emit_here)
+    manager.remote_events = orphans.seen
+    return orphans
 
 
 def build_metrics(settings: Settings) -> RelayMetrics:
@@ -181,6 +196,8 @@ def create_app(settings: Settings, extensions: Sequence[Extension] | None = None
     )
     sio = RelayServer(
         connect_timeout_s=settings.connect_timeout_s,
+        send_timeout_s=settings.send_timeout_s,
+        max_send_buffer_bytes=settings.max_send_buffer_bytes,
         async_mode="asgi",
         client_manager=manager,
         cors_allowed_origins=counting_refusals(origins.allows_environ, metrics),
@@ -226,6 +243,11 @@ def create_app(settings: Settings, extensions: Sequence[Extension] | None = None
         log=log,
     )
     relay.room_hook = rooms.chat_hook
+    if isinstance(manager, RedisManager) and isinstance(log, RedisStreamLog):
+        orphans = watch_remote_streams(sio, manager, log, tails)
+        runtime_cleanup: list[Callable[[], Any]] = [orphans.aclose]
+    else:
+        runtime_cleanup = []
     sio_events = SocketIOEvents(
         sio, relay, authenticator, connections, counter, tails, session_info, rooms
     )
@@ -241,6 +263,8 @@ def create_app(settings: Settings, extensions: Sequence[Extension] | None = None
         counter,
         settings.max_payload_bytes,
         max_frame_bytes=settings.max_frame_bytes,
+        send_timeout_s=settings.send_timeout_s,
+        max_send_buffer_bytes=settings.max_send_buffer_bytes,
     )
     runtime = Runtime(
         settings=settings,
@@ -256,7 +280,7 @@ def create_app(settings: Settings, extensions: Sequence[Extension] | None = None
         rooms=rooms,
         metrics=metrics,
     )
-    runtime.extra_cleanup.extend([*limits.closers, verifier.aclose])
+    runtime.extra_cleanup.extend([*limits.closers, verifier.aclose, *runtime_cleanup])
 
     http = FastAPI(
         title="llm-relay",

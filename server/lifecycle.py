@@ -164,6 +164,7 @@ class Runtime:
             await asyncio.wait_for(eio.disconnect(), timeout_s)
         except TimeoutError:
             logger.warning("some Socket.IO clients did not take their last events in time")
+        eio.cut_off_all("the server is stopping")  # never wait on a client that does not read
         await asyncio.sleep(0.1)  # let the transports' writer tasks put the bytes on the wire
 
     async def stop(self) -> None:
@@ -174,6 +175,7 @@ class Runtime:
         if self.rooms is not None:
             await self.rooms.aclose()
         await self.sio.stop_manager()
+        self.sio.eio.stop_watching()
         for cleanup in self.extra_cleanup:
             result = cleanup()
             if asyncio.iscoroutine(result):

@@ -24,6 +24,7 @@ from events.core.errors import ErrorCode, ProtocolError, to_protocol_error
 from events.core.pipeline import Payload
 from events.core.relay import Relay, claimed_request_id
 from events.core.tails import TailRegistry
+from events.transport.internals.uvicorn_websocket import ABORT_EXTENSION
 from services.storage.limits import ConnectionCounter
 from services.storage.streamlog import StreamMeta
 
@@ -41,26 +42,74 @@ _SELF = "self"  # this socket, in its sink's TailRegistry
 
 
 class WebSocketSink:
-    """Frames to one raw WebSocket client; silently drops frames once it is gone."""
+    """Frames to one raw WebSocket client; silently drops frames once it is gone.
 
-    __slots__ = ("_lock", "_ws", "closed", "tails", "wants_raw")
+    Invariant 7: a frame that cannot be written within ``send_timeout_s`` (the client's
+    TCP window stays shut), or more than ``max_unsent`` bytes waiting, cuts the client
+    off: its transport is aborted (no close handshake) and its streams are kept for
+    ``RESUME_GRACE_S`` as for any lost transport.
+    """
 
-    def __init__(self, ws: WebSocket, *, completion_format: bool) -> None:
+    __slots__ = (
+        "_lock",
+        "_task",
+        "_ws",
+        "closed",
+        "max_unsent",
+        "send_timeout_s",
+        "tails",
+        "unsent",
+        "wants_raw",
+    )
+
+    def __init__(
+        self,
+        ws: WebSocket,
+        *,
+        completion_format: bool,
+        send_timeout_s: float = 30.0,
+        max_unsent: int = 4_194_304,
+    ) -> None:
         self._ws = ws
         self._lock = asyncio.Lock()
+        self._task = asyncio.current_task()  # the connection's own (receiving) task
         self.closed = False
         self.wants_raw = completion_format
         self.tails = TailRegistry()  # requests this socket is fed from the log
+        self.send_timeout_s = send_timeout_s
+        self.max_unsent = max_unsent
+        self.unsent = 0
 
     async def send(self, frame: Payload) -> None:
         if self.closed:
             return
         data = orjson.dumps(frame).decode()
-        async with self._lock:
-            try:
+        self.unsent += len(data)
+        try:
+            if self.unsent > self.max_unsent:
+                self.cut_off(f"over {self.max_unsent} bytes unsent")
+                return
+            async with asyncio.timeout(self.send_timeout_s), self._lock:
+                if self.closed:
+                    return
                 await self._ws.send_text(data)
-            except Exception:
-                self.closed = True
+        except TimeoutError:
+            self.cut_off(f"nothing drained for {self.send_timeout_s:g} s")
+        except Exception:
+            self.closed = True
+        finally:
+            self.unsent -= len(data)
+
+    def cut_off(self, why: str) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        logger.warning("aborting a raw WebSocket: the client does not read (%s)", why)
+        extension = self._ws.scope.get("extensions", {}).get(ABORT_EXTENSION)
+        if isinstance(extension, dict) and callable(extension.get("abort")):
+            extension["abort"]()  # the receive loop then sees the transport lost
+        elif self._task is not None:  # no abort offered: stop receiving; lost transport
+            self._task.cancel()
 
     async def emit(self, event: str, payload: Payload) -> None:
         if self.tails and self.tails.skip(event, payload, None):
@@ -85,6 +134,8 @@ class WebSocketEndpoint:
         max_payload_bytes: int,
         *,
         max_frame_bytes: int | None = None,
+        send_timeout_s: float = 30.0,
+        max_send_buffer_bytes: int = 4_194_304,
     ) -> None:
         self.relay = relay
         self.authenticator = authenticator
@@ -93,6 +144,8 @@ class WebSocketEndpoint:
         self.counter = connection_counter
         self.max_payload_bytes = max_payload_bytes
         self.max_frame_bytes = max_frame_bytes
+        self.send_timeout_s = send_timeout_s
+        self.max_send_buffer_bytes = max_send_buffer_bytes
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def _refuse(self, ws: WebSocket, code: ErrorCode, message: str, close: int) -> None:
@@ -129,7 +182,12 @@ class WebSocketEndpoint:
         except BaseException:
             await self.counter.release(identity.sub, conn_id)  # the client is already gone
             raise
-        sink = WebSocketSink(ws, completion_format=ws.query_params.get("format") == "completion")
+        sink = WebSocketSink(
+            ws,
+            completion_format=ws.query_params.get("format") == "completion",
+            send_timeout_s=self.send_timeout_s,
+            max_unsent=self.max_send_buffer_bytes,
+        )
         conn = Connection(conn_id, identity, TRANSPORT)
         self.connections.add(conn)
         on_expired = self._expiry_handler(ws, sink)

@@ -48,7 +48,8 @@ class RawWebSocket:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         sock.setblocking(False)
         await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
-        reader, writer = await asyncio.open_connection(sock=sock, limit=1 << 24)
+        # asyncio would read into its own buffer for us: keep that small too
+        reader, writer = await asyncio.open_connection(sock=sock, limit=rcvbuf or 1 << 16)
         key = base64.b64encode(os.urandom(16)).decode()
         writer.write(
             (
@@ -96,6 +97,10 @@ class RawWebSocket:
             opcode, payload = await self.frame(timeout)
             if opcode == OP_CLOSE:
                 return struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else None
+
+    def stop_reading(self) -> None:
+        """Read nothing more: the kernel's small receive buffer fills, the window shuts."""
+        self.writer.transport.pause_reading()  # type: ignore[attr-defined]
 
     def abort(self) -> None:
         self.writer.transport.abort()

@@ -12,6 +12,14 @@ The queue is bounded where packets go in: a client that does not read what it is
 is closed once ``max_queued_packets`` wait for it (the packet that would pass the bound
 is dropped; the close runs in its own task, not in the sender's).
 
+Invariant 7 (a client that does not read is cut off): over a WebSocket, a packet is
+encoded when it is queued, so the socket knows how many bytes wait for its client
+(``unsent``); past ``max_send_buffer_bytes``, or when one write has not drained for
+``send_timeout_s`` (the server's watchdog looks once a second), the transport is
+*aborted* (``abort_transport``: no close handshake a non-reader would never complete).
+Engine.IO then sees a lost transport, so the client's streams stay resumable for
+``RESUME_GRACE_S``.
+
 ``RelayEngineServer`` gives every new connection a ``RelaySocket``; python-socketio builds it
 through ``RelayServer._engineio_server_class``.
 """
@@ -22,6 +30,7 @@ import asyncio
 import logging
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 import engineio
@@ -29,12 +38,28 @@ from engineio import exceptions, packet
 from engineio.async_socket import AsyncSocket
 
 from events.transport.internals.packet_queue import PacketQueue
+from events.transport.internals.uvicorn_websocket import ABORT_EXTENSION
 
 # Packets waiting to be written to one client: a client that does not read what it is
 # sent (its TCP window stays shut) is closed when its queue reaches this.
 MAX_QUEUED_PACKETS = 10_000
 
 logger = logging.getLogger(__name__)
+
+
+class _Encoded:
+    """A packet encoded when queued (WebSocket only): its size is known while it waits."""
+
+    __slots__ = ("data", "packet_type")
+
+    binary = False
+
+    def __init__(self, packet_type: int, data: str) -> None:
+        self.packet_type = packet_type
+        self.data = data
+
+    def encode(self, b64: bool = False) -> str:
+        return self.data
 
 
 class RelaySocket(AsyncSocket):  # type: ignore[misc]
@@ -46,6 +71,10 @@ class RelaySocket(AsyncSocket):  # type: ignore[misc]
     closing: bool
     closed: bool
     _overflow_task: asyncio.Future[None]
+    unsent = 0  # bytes queued for the client, not yet handed to its transport
+    writing_since = 0.0  # loop time a write started that has not returned (0: none)
+    _abort: Callable[[], None] | None = None  # aborts the transport (set once a WebSocket)
+    _cut = False
 
     async def send(self, pkt: packet.Packet) -> None:
         """Queue a packet for the client (``AsyncSocket.send`` without its extra awaits)."""
@@ -60,7 +89,27 @@ class RelaySocket(AsyncSocket):  # type: ignore[misc]
         if queue.qsize() >= self.server.max_queued_packets and pkt.packet_type != packet.CLOSE:
             self._overflow()  # the packet is dropped: the connection is closing
             return
+        if self._abort is not None and pkt.packet_type != packet.CLOSE:
+            encoded = _Encoded(pkt.packet_type, pkt.encode())
+            self.unsent += len(encoded.data)
+            if self.unsent > self.server.max_send_buffer_bytes:
+                self.cut_off(f"over {self.server.max_send_buffer_bytes} bytes unsent")
+                return
+            queue.put_nowait(encoded)
+            return
         queue.put_nowait(pkt)
+
+    def cut_off(self, why: str) -> None:
+        """Invariant 7: abort the transport of a client that does not read (no close
+        handshake); Engine.IO sees a lost transport, so its streams stay resumable."""
+        if self._cut or self.closed:
+            return
+        self._cut = True
+        logger.warning("aborting connection %s: the client does not read (%s)", self.sid, why)
+        if self._abort is not None:
+            self._abort()
+        else:  # a server without the abort extension: close as well as it can
+            self._overflow()
 
     def _overflow(self) -> None:
         """Close a client that does not read, from its own task (not the sender's)."""
@@ -124,6 +173,7 @@ class RelaySocket(AsyncSocket):  # type: ignore[misc]
             self.connected = True
             self.upgraded = True
 
+        self._abort = _abort_of(ws)
         writer = asyncio.ensure_future(self._write_loop(ws))
         await self._read_loop(websocket_wait)
         await self.queue.put(None)  # unlock the writer so it can exit
@@ -162,25 +212,47 @@ class RelaySocket(AsyncSocket):  # type: ignore[misc]
 
     async def _write_loop(self, ws: Any) -> None:
         queue = self.queue
+        loop = asyncio.get_running_loop()
         while True:
             pkt = await queue.get()  # returns at once while packets are waiting
             queue.task_done()
             if pkt is None:
                 break
+            if isinstance(pkt, _Encoded):
+                data = pkt.data
+                self.unsent -= len(data)
+            else:
+                data = pkt.encode()
+            self.writing_since = loop.time()  # the watchdog cuts off a write that hangs
             try:
-                await ws.send(pkt.encode())
+                await ws.send(data)
             except Exception:
                 break
-        await ws.close()
+            finally:
+                self.writing_since = 0.0
+        if not self._cut:
+            await ws.close()
+
+
+def _abort_of(ws: Any) -> Callable[[], None] | None:
+    """The transport's abort, when the server offers it (``RelayWebSocketProtocol``)."""
+    environ = getattr(ws, "environ", None)
+    scope = environ.get("asgi.scope") if isinstance(environ, dict) else None
+    extension = (scope or {}).get("extensions", {}).get(ABORT_EXTENSION)
+    abort = extension.get("abort") if isinstance(extension, dict) else None
+    return abort if callable(abort) else None
 
 
 class RelayEngineServer(engineio.AsyncServer):  # type: ignore[misc]
     """python-engineio's server, handing out ``RelaySocket``s."""
 
     max_queued_packets = MAX_QUEUED_PACKETS
+    send_timeout_s = 30.0  # SEND_TIMEOUT_S
+    max_send_buffer_bytes = 4_194_304  # MAX_SEND_BUFFER_BYTES
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self._watchdog: asyncio.TimerHandle | None = None
         # the drivers' table is shared by every engineio server: copy, then replace
         drivers: dict[str, Any] = getattr(self, "_async")  # noqa: B009 (untyped base)
         self._async = {**drivers, "translate_request": translate_request}
@@ -188,7 +260,32 @@ class RelayEngineServer(engineio.AsyncServer):  # type: ignore[misc]
     def create_queue(self, *args: Any, **kwargs: Any) -> PacketQueue:
         return PacketQueue()
 
+    def watch_writes(self) -> None:
+        """Once a second: cut off every client whose write has hung for ``send_timeout_s``."""
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        for sock in list(self.sockets.values()):
+            since = getattr(sock, "writing_since", 0.0)
+            if since and now - since > self.send_timeout_s:
+                sock.cut_off(f"nothing drained for {self.send_timeout_s:g} s")
+        self._watchdog = loop.call_later(min(1.0, self.send_timeout_s / 4), self.watch_writes)
+
+    def stop_watching(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
+
+    def cut_off_all(self, why: str) -> int:
+        """Abort every WebSocket still writing (at shutdown, after the last events had
+        their chance); returns how many."""
+        stuck = [s for s in self.sockets.values() if getattr(s, "writing_since", 0.0)]
+        for sock in stuck:
+            sock.cut_off(why)
+        return len(stuck)
+
     async def _trigger_event(self, event: str, *args: Any, **kwargs: Any) -> Any:
+        if event == "connect" and self._watchdog is None:
+            self.watch_writes()
         if event == "connect" and args:
             sock = self.sockets.get(args[0])
             if type(sock) is AsyncSocket:

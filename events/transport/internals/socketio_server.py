@@ -25,7 +25,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Container
+from collections.abc import AsyncIterator, Callable, Container
 from typing import Any
 
 import orjson
@@ -57,6 +57,12 @@ class _StrictWebSocket(eio_asgi.WebSocket):  # type: ignore[misc]
     session behind until its ping timeout; raising ``OSError`` here ends it cleanly.
     """
 
+    environ: dict[str, Any] | None = None
+
+    async def __call__(self, environ: dict[str, Any]) -> Any:
+        self.environ = environ  # its scope offers the transport's abort (invariant 7)
+        return await super().__call__(environ)
+
     async def wait(self) -> Any:
         data = await super().wait()
         if not isinstance(data, str) or data[:1] not in _CLIENT_EIO_TYPES:
@@ -65,8 +71,19 @@ class _StrictWebSocket(eio_asgi.WebSocket):  # type: ignore[misc]
 
 
 class RelayServer(socketio.AsyncServer):  # type: ignore[misc]
-    def __init__(self, *, connect_timeout_s: float = 45.0, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *,
+        connect_timeout_s: float = 45.0,
+        send_timeout_s: float = 30.0,
+        max_send_buffer_bytes: int = 4_194_304,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
+        # invariant 7: a client that drains nothing for this long, or leaves this much
+        # unsent, has its transport aborted (engineio_socket.RelaySocket.cut_off)
+        self.eio.send_timeout_s = send_timeout_s
+        self.eio.max_send_buffer_bytes = max_send_buffer_bytes
         # An Engine.IO session must join the namespace within this (as Socket.IO's
         # connectTimeout), or it is closed: answering pings alone holds no connection.
         self.connect_timeout_s = connect_timeout_s
@@ -279,6 +296,8 @@ class RedisManager(socketio.AsyncRedisManager):  # type: ignore[misc]
         self.timeout_s = timeout_s  # REDIS_TIMEOUT_S: a publish waits no longer
         self.breaker = breaker
         self.listening = False
+        # told of every event that arrives from another node (events.core.orphans)
+        self.remote_events: Callable[[str, Any], None] | None = None
         self._client: aioredis.Redis | None = None
         self._paused_until = 0.0
         self._outage = False
@@ -378,6 +397,10 @@ class RedisManager(socketio.AsyncRedisManager):  # type: ignore[misc]
         )
 
     async def _handle_emit(self, message: dict[str, Any]) -> None:
+        if self.remote_events is not None:
+            data = message.get("data")
+            if isinstance(data, list) and len(data) == 1:
+                self.remote_events(message.get("event", ""), data[0])
         if self.tails:
             message = dict(message)
             data = message.get("data")

@@ -1,9 +1,19 @@
-"""uvicorn's WebSocket protocol (``websockets``, sans-I/O) with a lighter receive queue.
+"""uvicorn's WebSocket protocol (``websockets``, sans-I/O) with a lighter receive queue,
+and a way for the application to abort a connection.
 
 Every connection keeps its protocol object for its whole life; uvicorn gives each an
 ``asyncio.Queue`` for received messages (three deques and an ``asyncio.Event``, about
 2.5 KB) where ``PacketQueue`` does the same job in a fraction of that.  The benchmark's
 1,000 idle connections measure RSS per connection, and this is part of it.
+
+Invariant 7 needs a client that does not read to be *aborted*: an ASGI ``websocket.close``
+waits (in ``send``) until the transport drains, which such a client never lets happen.
+The scope's extension ``llm-relay.abort`` holds ``{"abort": callable}``, which aborts
+the transport at once; the application then receives ``websocket.disconnect`` (1006).
+
+A transport lost without a close frame is reported as 1006 (RFC 6455 §7.1.5): uvicorn's
+sans-I/O protocol reports 1005 there, the code of a close frame *without* a status
+code, which the protocol counts as a deliberate close (PROTOCOL.md §1 invariant 3).
 """
 
 from __future__ import annotations
@@ -14,8 +24,25 @@ from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIO
 
 from events.transport.internals.packet_queue import PacketQueue
 
+ABORT_EXTENSION = "llm-relay.abort"
+
 
 class RelayWebSocketProtocol(WebSocketsSansIOProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.queue = PacketQueue()  # type: ignore[assignment]  # same put_nowait/get/empty
+
+    def handle_connect(self, event: Any) -> None:
+        super().handle_connect(event)
+        scope = getattr(self, "scope", None)  # absent when the handshake was refused
+        if scope is not None:  # the app's task is created but has not run yet
+            scope["extensions"][ABORT_EXTENSION] = {"abort": self.abort_transport}
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.conn.close_rcvd is None and not self.close_sent:
+            self.handshake_complete = False  # no close frame: uvicorn then reports 1006
+        super().connection_lost(exc)
+
+    def abort_transport(self) -> None:
+        if not self.transport.is_closing():
+            self.transport.abort()
