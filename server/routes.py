@@ -19,7 +19,7 @@ from auth.authenticator import new_guest
 from auth.tokens import TokenVerifier
 from auth.users import UserStore
 from server.settings import Settings
-from services.storage.limits import RateLimiter
+from services.storage.logins import LoginThrottle
 from services.upstream.catalogue import ModelCatalog
 
 # The page renders untrusted text (model output, other members' messages) without
@@ -56,7 +56,7 @@ class TokenResponse(BaseModel):
     expires_in: int
 
 
-def auth_router(settings: Settings, verifier: TokenVerifier, logins: RateLimiter) -> APIRouter:
+def auth_router(settings: Settings, verifier: TokenVerifier, logins: LoginThrottle) -> APIRouter:
     router = APIRouter(prefix="/auth", tags=["auth"])
     users = UserStore(settings.users_file)
     # bcrypt is slow on purpose: run it off the event loop, a few at a time.
@@ -68,7 +68,10 @@ def auth_router(settings: Settings, verifier: TokenVerifier, logins: RateLimiter
         summary="Log in with a built-in account (OAuth2 password form)",
         responses={
             401: {"description": "Wrong user name or password"},
-            429: {"description": "Too many attempts from this address; see Retry-After"},
+            429: {
+                "description": "Too many failed logins for this account, or from this "
+                "address, in the last minute; see Retry-After"
+            },
         },
     )
     async def token(
@@ -77,16 +80,18 @@ def auth_router(settings: Settings, verifier: TokenVerifier, logins: RateLimiter
         # The peer address as the ASGI server saw it (X-Forwarded-For only from
         # TRUSTED_PROXIES, applied by uvicorn), never a header the client chose.
         address = request.client.host if request.client else "unknown"
-        retry_after = await logins.hit(f"addr:{address}")
+        # Only failures count, per account and (5x) per address; a success never does.
+        retry_after = await logins.retry_after(form.username, address)
         if retry_after is not None:
             raise HTTPException(
                 status.HTTP_429_TOO_MANY_REQUESTS,
-                "Too many login attempts; try again later.",
+                "Too many failed logins; try again later.",
                 headers={"Retry-After": str(max(1, math.ceil(retry_after)))},
             )
         async with hashing:
             account = await run_in_threadpool(users.authenticate, form.username, form.password)
         if account is None or not verifier.can_issue:
+            await logins.failed(form.username, address)
             raise HTTPException(
                 status.HTTP_401_UNAUTHORIZED,
                 "Wrong user name or password.",

@@ -27,6 +27,7 @@ from services.storage.limits import (
     RateLimiter,
     StreamCounter,
 )
+from services.storage.logins import LoginThrottle, memory_login_throttle, redis_login_throttle
 from services.storage.redis_limits import RedisRateLimiter, RedisSlots
 
 logger = logging.getLogger(__name__)
@@ -120,7 +121,7 @@ class Limits:
     rate: RateLimiter
     streams: StreamCounter
     connections: ConnectionCounter
-    logins: RateLimiter  # POST /auth/token attempts per client address
+    logins: LoginThrottle  # failed POST /auth/token per account and per client address
     closers: tuple[Callable[[], Awaitable[None]], ...] = ()
 
 
@@ -130,7 +131,7 @@ def build_limits(settings: Settings, redis: aioredis.Redis | None) -> Limits:
             rate=MemoryRateLimiter(settings.rate_limit_per_minute),
             streams=MemoryStreamCounter(settings.max_streams_per_user),
             connections=MemoryConnectionCounter(settings.max_connections_per_user),
-            logins=MemoryRateLimiter(settings.login_rate_limit_per_minute),
+            logins=memory_login_throttle(settings.login_rate_limit_per_minute),
         )
     prefix = f"{settings.redis_key_prefix}limits"
     streams = RedisSlots(
@@ -146,8 +147,8 @@ def build_limits(settings: Settings, redis: aioredis.Redis | None) -> Limits:
         rate=RedisRateLimiter(redis, settings.rate_limit_per_minute, prefix=f"{prefix}:rate"),
         streams=streams,
         connections=connections,
-        logins=RedisRateLimiter(
-            redis, settings.login_rate_limit_per_minute, prefix=f"{prefix}:login"
+        logins=redis_login_throttle(
+            redis, settings.login_rate_limit_per_minute, prefix=f"{prefix}:login:"
         ),
         closers=(streams.aclose, connections.aclose),
     )

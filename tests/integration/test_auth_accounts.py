@@ -190,10 +190,11 @@ async def test_cli_mints_a_token_for_scripts(server: RunningServer, tmp_path: Pa
     assert "JWT_SECRET" in ran.err
 
 
-async def test_login_attempts_are_limited_per_client_address(
+async def test_failed_logins_are_limited_per_account_and_client_address(
     settings_for: Callable[..., Any], users_file: Path
 ) -> None:
     UserStore(users_file).add("frank", PASSWORD)
+    UserStore(users_file).add("grace", PASSWORD)
     settings = settings_for(users_file=users_file, login_rate_limit_per_minute=3)
     async with run_server(settings) as server:
         for _ in range(3):
@@ -201,20 +202,21 @@ async def test_login_attempts_are_limited_per_client_address(
         status, _body, headers = await login(server, "frank", PASSWORD)
         assert status == 429
         assert int(headers["Retry-After"]) >= 1
-        # loopback is a trusted proxy by default: the forwarded address is the client's
-        assert (await login(server, "frank", PASSWORD, **{"X-Forwarded-For": "203.0.113.9"}))[
-            0
-        ] == 200
+        # the account is throttled from any address (loopback is a trusted proxy)
+        elsewhere = {"X-Forwarded-For": "203.0.113.9"}
+        assert (await login(server, "frank", PASSWORD, **elsewhere))[0] == 429
+        # another account from the same address is not
+        assert (await login(server, "grace", PASSWORD))[0] == 200
     untrusting = settings_for(
         users_file=users_file, login_rate_limit_per_minute=3, trusted_proxies="10.1.2.3"
     )
     async with run_server(untrusting) as server:
-        for i in range(3):
+        for i in range(15):  # 5x the limit, each on another account, "from" other addresses
             spoofed = {"X-Forwarded-For": f"198.51.100.{i}"}
-            assert (await login(server, "frank", "guess", **spoofed))[0] == 401
+            assert (await login(server, f"user{i}", "guess", **spoofed))[0] == 401
         # a client cannot pick a fresh address with a header: it is still throttled
         spoofed = {"X-Forwarded-For": "198.51.100.200"}
-        assert (await login(server, "frank", PASSWORD, **spoofed))[0] == 429
+        assert (await login(server, "grace", PASSWORD, **spoofed))[0] == 429
 
 
 async def test_guest_tokens_only_in_anonymous_mode(
