@@ -1,5 +1,8 @@
 """Room streams of other nodes, watched: a node that dies must not leave members in silence.
 
+(Also: a stream event that arrives twice — a publish retried after a timeout may have
+reached Redis both times — or after the stream's end is dropped here: ``seen`` says so.)
+
 Invariant 6: a stream whose node is gone ends for everyone watching it with
 ``error {code: "server_shutdown"}`` within 20 s.  A member on another node gets the
 stream live through Redis; when the node running it is killed, nothing more comes —
@@ -46,24 +49,43 @@ class RemoteStreams:
         self._every_s = every_s
         self._silent_s = silent_s
         self._seen: dict[tuple[str, str], float] = {}  # (room, request_id) -> last event
+        self._last_seq: dict[tuple[str, str], int] = {}  # the highest seq delivered here
+        self._ended: dict[tuple[str, str], None] = {}  # streams whose terminal came (FIFO)
         self._task: asyncio.Task[None] | None = None
 
     def __len__(self) -> int:
         return len(self._seen)
 
-    def seen(self, event: str, payload: Any) -> None:
-        """An event that came from another node through Redis (any room, any event)."""
+    def seen(self, event: str, payload: Any) -> bool:
+        """An event that came from another node through Redis (any room, any event);
+        ``False`` for one to drop: a stream event again (a publish retried after a
+        timeout may have reached Redis the first time too) or after the stream's end."""
         if event not in STREAM_EVENTS or not isinstance(payload, dict):
-            return
+            return True
         room, request_id = payload.get("room"), payload.get("request_id")
         if not isinstance(room, str) or not isinstance(request_id, str):
-            return
+            return True
+        key = (room, request_id)
+        seq = payload.get("seq")
+        if isinstance(seq, int):
+            if seq <= self._last_seq.get(key, -1):
+                return False
+            self._last_seq[key] = seq
         if event in TERMINAL:
-            self._seen.pop((room, request_id), None)
+            if key in self._ended:
+                return False
+            self._ended[key] = None
+            if len(self._ended) > 10_000:
+                del self._ended[next(iter(self._ended))]
+            self._seen.pop(key, None)
+            self._last_seq.pop(key, None)
+        elif key in self._ended:
+            return False
         else:
-            self._seen[(room, request_id)] = time.monotonic()
+            self._seen[key] = time.monotonic()
             if self._task is None:
                 self._task = asyncio.create_task(self._watch())
+        return True
 
     async def _watch(self) -> None:
         while True:
@@ -83,8 +105,11 @@ class RemoteStreams:
             if self._seen.pop((room, request_id), None) is None:
                 continue  # its terminal event arrived meanwhile
             if meta is not None and meta.ended:
+                self._last_seq.pop((room, request_id), None)
                 continue  # ended normally; its terminal reached us some other way
             logger.warning("room %s: request %s lost its node; ending it", room, request_id)
+            self._ended[(room, request_id)] = None
+            self._last_seq.pop((room, request_id), None)
             error = ProtocolError(ErrorCode.SERVER_SHUTDOWN, "The server running it stopped.")
             await self._emit_here(
                 "error", {"request_id": request_id, "room": room, **error.to_wire()}, room

@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import AsyncIterator, Callable, Container
 from typing import Any
 
@@ -38,6 +37,7 @@ from socketio import packet as sio_packet
 from events.core.errors import ErrorCode, ProtocolError
 from events.core.tails import TailRegistry
 from events.transport.internals.engineio_socket import MAX_QUEUED_PACKETS, RelayEngineServer
+from events.transport.internals.pubsub_outbox import Outbox
 from services.storage.redis_client import Breaker, redis_client
 
 logger = logging.getLogger(__name__)
@@ -275,9 +275,10 @@ class RedisManager(socketio.AsyncRedisManager):  # type: ignore[misc]
     """Events between nodes over Redis pub/sub (JSON; python-socketio ≥ 5.14 never pickles).
 
     Kinder to a Redis outage than the base class: local delivery never waits for Redis
-    (after a failed publish, publishing pauses for ``retry_s`` instead of failing twice
-    per event and logging each), and the subscriber reconnects with a backoff capped at
-    ``retry_s`` (not 60 s), so cross-node delivery resumes soon after Redis is back.
+    (a failed publish waits in the ``Outbox``, later ones behind it, and is retried in
+    order; one given up ends its stream for the other nodes with ``unavailable``), and
+    the subscriber reconnects with a backoff capped at ``retry_s`` (not 60 s), so
+    cross-node delivery resumes soon after Redis is back.
     """
 
     def __init__(
@@ -295,17 +296,19 @@ class RedisManager(socketio.AsyncRedisManager):  # type: ignore[misc]
         self.retry_s = retry_s
         self.timeout_s = timeout_s  # REDIS_TIMEOUT_S: a publish waits no longer
         self.breaker = breaker
+        # failed publishes wait here, in order; kept 10x REDIS_TIMEOUT_S, then given up
+        self.outbox = Outbox(self._publish_now, max_age_s=10 * timeout_s, retry_s=retry_s)
         self.listening = False
-        # told of every event that arrives from another node (events.core.orphans)
-        self.remote_events: Callable[[str, Any], None] | None = None
+        # told of every event that arrives from another node; False drops it
+        # (events.core.orphans: a duplicate, or after the stream's end)
+        self.remote_events: Callable[[str, Any], bool] | None = None
         self._client: aioredis.Redis | None = None
-        self._paused_until = 0.0
         self._outage = False
 
     @property
     def relaying(self) -> bool:
-        """Subscribed, and the last publish (if any failed) is past its pause."""
-        return self.listening and time.monotonic() >= self._paused_until
+        """Subscribed, and no publish waiting for Redis."""
+        return self.listening and not self.outbox.holding
 
     def _redis(self) -> aioredis.Redis:
         if self._client is None:
@@ -325,17 +328,24 @@ class RedisManager(socketio.AsyncRedisManager):  # type: ignore[misc]
             logger.info("Redis reachable again, cross-node delivery restored")
 
     async def _publish(self, data: Any) -> Any:
-        if time.monotonic() < self._paused_until:
+        """Publish, or queue behind earlier failures (events.transport.internals.pubsub_outbox):
+        local delivery never waits for Redis, remote members never see a silent gap."""
+        if self.outbox.holding or not isinstance(data, dict):
+            if isinstance(data, dict):
+                self.outbox.add(data)
             return None
         try:
-            result = await self._redis().publish(self.channel, self.json.dumps(data))
+            result = await self._publish_now(data)
         except Exception as exc:
-            self._paused_until = time.monotonic() + self.retry_s
             self._trouble("publish", exc)
+            self.outbox.add(data)
             return None
         if self.listening:
             self._recovered()
         return result
+
+    async def _publish_now(self, data: dict[str, Any]) -> Any:
+        return await self._redis().publish(self.channel, self.json.dumps(data))
 
     async def _redis_listen_with_retries(self) -> AsyncIterator[Any]:
         delay = 0.1
@@ -344,7 +354,6 @@ class RedisManager(socketio.AsyncRedisManager):  # type: ignore[misc]
             try:
                 await pubsub.subscribe(self.channel)
                 self.listening = True
-                self._paused_until = 0.0
                 self._recovered()
                 delay = 0.1
                 async for message in pubsub.listen():
@@ -399,8 +408,12 @@ class RedisManager(socketio.AsyncRedisManager):  # type: ignore[misc]
     async def _handle_emit(self, message: dict[str, Any]) -> None:
         if self.remote_events is not None:
             data = message.get("data")
-            if isinstance(data, list) and len(data) == 1:
-                self.remote_events(message.get("event", ""), data[0])
+            if (
+                isinstance(data, list)
+                and len(data) == 1
+                and not self.remote_events(message.get("event", ""), data[0])
+            ):
+                return
         if self.tails:
             message = dict(message)
             data = message.get("data")
@@ -427,6 +440,7 @@ class RedisManager(socketio.AsyncRedisManager):  # type: ignore[misc]
         await super()._handle_emit(message)
 
     async def aclose(self) -> None:
+        await self.outbox.aclose()
         task = getattr(self, "thread", None)
         if isinstance(task, asyncio.Future) and not task.done():
             task.cancel()
