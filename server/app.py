@@ -36,6 +36,7 @@ from health.checks import disabled_check, flag_check, redis_check, upstream_chec
 from health.router import health_router
 from server import __version__
 from server.apidocs import HTTP_DESCRIPTION, OPENAPI_TAGS, event_docs_router
+from server.body_deadline import BodyDeadline
 from server.extensions import Extension, documented_events, installed
 from server.jsonshim import OrjsonShim
 from server.lifecycle import Runtime, lifespan_for
@@ -306,6 +307,7 @@ def create_app(settings: Settings, extensions: Sequence[Extension] | None = None
             },
         )
     )
+    http.add_middleware(BodyDeadline, timeout_s=settings.http_body_timeout_s)
     if settings.cors_origins:
         http.add_middleware(
             CORSMiddleware,

@@ -115,6 +115,7 @@ class Settings(BaseSettings):
     send_timeout_s: float = Field(30, gt=0)
     max_send_buffer_bytes: int = Field(4_194_304, gt=0)
     http_header_timeout_s: float = Field(10, gt=0)  # slow-loris: request headers deadline
+    http_body_timeout_s: float = Field(30, gt=0)  # slow-loris: a request body's deadline
     connect_timeout_s: float = Field(45, gt=0)  # Engine.IO session without a Socket.IO connect
 
     # serving
