@@ -160,11 +160,13 @@ class Runtime:
         eio = self.sio.eio
         if not eio.sockets:
             return
+        # a client whose writes are already stuck would never take its close: cut it off now
+        eio.cut_off_all("the server is stopping")
         try:
             await asyncio.wait_for(eio.disconnect(), timeout_s)
         except TimeoutError:
             logger.warning("some Socket.IO clients did not take their last events in time")
-        eio.cut_off_all("the server is stopping")  # never wait on a client that does not read
+        eio.cut_off_all("the server is stopping")  # nor on one that stopped reading since
         await asyncio.sleep(0.1)  # let the transports' writer tasks put the bytes on the wire
 
     async def stop(self) -> None:

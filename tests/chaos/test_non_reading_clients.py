@@ -8,12 +8,15 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import time
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 
+from tests.chaos.processes import node_env
+from tests.chaos.processes import start as start_node
 from tests.chaos.rawws import OP_TEXT, RawWebSocket
 from tests.harness import RunningServer, make_token, run_server
 from tests.upstream_double import UpstreamDouble
@@ -61,6 +64,19 @@ async def assert_aborted(ws: RawWebSocket) -> None:
         ws.abort()
 
 
+async def start_socketio_chat(ws: RawWebSocket) -> None:
+    """Engine.IO open, Socket.IO connect, one chat (the client's whole conversation)."""
+    opened = await ws.frame()
+    assert opened[1].startswith(b"0{"), opened
+    await ws.send_frame(OP_TEXT, b"40" + json.dumps({"token": make_token()}).encode())
+    while not (await ws.frame())[1].startswith(b"40"):
+        pass
+    chat = {"request_id": "nr", "messages": [{"role": "user", "content": "hi"}]}
+    await ws.send_frame(
+        OP_TEXT, b"42" + json.dumps(["chat", {**chat, "model": "double/flood"}]).encode()
+    )
+
+
 async def run_non_reader(
     upstream: UpstreamDouble, settings_for: Callable[..., Any], path: str, start: Any
 ) -> None:
@@ -101,17 +117,34 @@ async def test_a_raw_websocket_client_that_stops_reading_is_cut_off(
 async def test_a_socketio_client_that_stops_reading_is_cut_off(
     upstream: UpstreamDouble, settings_for: Callable[..., Any]
 ) -> None:
-    async def start(ws: RawWebSocket) -> None:
-        opened = await ws.frame()
-        assert opened[1].startswith(b"0{"), opened
-        await ws.send_frame(OP_TEXT, b"40" + json.dumps({"token": make_token()}).encode())
-        while not (await ws.frame())[1].startswith(b"40"):
-            pass
-        chat = {
-            "request_id": "nr",
-            "messages": [{"role": "user", "content": "hi"}],
-            "model": "double/flood",
-        }
-        await ws.send_frame(OP_TEXT, b"42" + json.dumps(["chat", chat]).encode())
+    await run_non_reader(
+        upstream, settings_for, "/socket.io/?EIO=4&transport=websocket", start_socketio_chat
+    )
 
-    await run_non_reader(upstream, settings_for, "/socket.io/?EIO=4&transport=websocket", start)
+
+async def test_a_client_that_stops_reading_does_not_hold_a_shutdown(
+    upstream: UpstreamDouble,
+) -> None:
+    upstream.scenarios["flood"] = FLOOD
+    env = node_env(upstream.base_url, SHUTDOWN_GRACE_S="1", UPSTREAM_IDLE_TIMEOUT_S="30")
+    node = await start_node(env)
+    try:
+        ws = await RawWebSocket.open(
+            node.port, "/socket.io/?EIO=4&transport=websocket", make_token(), rcvbuf=4096
+        )
+        await start_socketio_chat(ws)
+        ws.stop_reading()
+        await upstream.wait_for_request(1, timeout=10)
+        # let the flood fill the kernel's buffers and the server's queue (nothing to await
+        # from outside the server process: it is the state the fault needs)
+        await asyncio.sleep(3)
+        stopped_at = time.monotonic()
+        code = await node.stop(signal.SIGTERM, timeout=30)
+        took = time.monotonic() - stopped_at
+        ws.abort()
+        assert code == 0, "".join(node.output)[-500:]
+        assert took < 1 + 5, f"lost: the shutdown took {took:.0f} s (held by the client)"
+    finally:
+        if node.proc.returncode is None:
+            node.proc.kill()
+        await node.proc.wait()

@@ -111,6 +111,12 @@ class RelaySocket(AsyncSocket):  # type: ignore[misc]
         else:  # a server without the abort extension: close as well as it can
             self._overflow()
 
+    async def close(self, wait: bool = True, abort: bool = False, reason: Any = None) -> None:
+        """A client cut off never takes what is queued: closing it waits for nothing."""
+        if self._cut:
+            wait, abort = False, True
+        await super().close(wait=wait, abort=abort, reason=reason)
+
     def _overflow(self) -> None:
         """Close a client that does not read, from its own task (not the sender's)."""
         if self.closing or self.closed or "_overflow_task" in self.__dict__:
