@@ -8,6 +8,8 @@
   every ``except RedisError`` already handles it) instead of each waiting ``timeout_s``.
   After ``cooldown_s`` one call is let through as a trial; the first answer Redis gives
   closes the breaker, so service returns by itself when Redis does, without a restart.
+* The breaker hooks three methods of redis-py's asyncio connection (read from redis-py
+  8.2.0): ``send_packed_command``, ``read_response`` and ``connect``.
 * A pooled connection to a Redis that restarted fails on first use ("Connection closed
   by server"); one immediate retry on connection errors takes a fresh connection, so
   the first command after an outage does not fail.

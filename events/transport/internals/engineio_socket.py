@@ -80,6 +80,8 @@ class RelaySocket(AsyncSocket):  # type: ignore[misc]
         """Queue a packet for the client (``AsyncSocket.send`` without its extra awaits)."""
         if self.closed:
             raise exceptions.SocketIsClosedError()
+        if self._cut:
+            return  # aborted: nothing reaches this client any more
         last_ping = self.last_ping
         if last_ping and time.time() - last_ping > self.server.ping_timeout:
             # the client stopped answering pings: same as AsyncSocket.check_ping_timeout

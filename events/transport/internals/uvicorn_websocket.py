@@ -14,6 +14,7 @@ the transport at once; the application then receives ``websocket.disconnect`` (1
 A transport lost without a close frame is reported as 1006 (RFC 6455 §7.1.5): uvicorn's
 sans-I/O protocol reports 1005 there, the code of a close frame *without* a status
 code, which the protocol counts as a deliberate close (PROTOCOL.md §1 invariant 3).
+(Read from uvicorn 0.55.0; tests/unit/test_fence_reliability.py checks both hooks.)
 """
 
 from __future__ import annotations
