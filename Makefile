@@ -55,8 +55,10 @@ system-deps:
 
 test: install-dev node-deps system-deps lint pytest
 
+## The suite with branch coverage; `make coverage-report` prints it per package again
 pytest:
-	$(BIN)/pytest
+	$(BIN)/pytest --cov --cov-report=term --cov-report=json:test-artifacts/coverage.json
+	$(BIN)/python scripts/coverage_summary.py test-artifacts/coverage.json
 
 lint:
 	$(BIN)/ruff check .
