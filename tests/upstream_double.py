@@ -42,7 +42,7 @@ __all__ = ["SCENARIOS", "Recorded", "Scenario", "UpstreamDouble"]
 POLL_S = 0.02  # how often waits check whether the client went away
 SPLIT_PAUSE_S = 0.01  # between the pieces of a split write, so they arrive in separate reads
 SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
-EXTRA_MODELS = ["google/gemini-flash-1.5", "openai/gpt-4o-mini", "anthropic/claude-3.5-sonnet"]
+EXTRA_MODELS = ["openrouter/auto", "openai/gpt-4o-mini", "anthropic/claude-3.5-sonnet"]
 
 
 class _Stopping(Exception):
