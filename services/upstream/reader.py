@@ -35,7 +35,7 @@ from services.upstream.sse import SSEDecoder, SSEError
 
 __all__ = ["DRAIN_S", "ResponseReader"]
 
-DRAIN_S = 1.0  # after [DONE]: how long the rest of the body may take before we drop it
+DRAIN_S = 0.5  # after [DONE]: how long the rest of the body may take before we drop it
 _DRAIN_LIMIT = 64 * 1024
 
 

@@ -219,6 +219,28 @@ async def test_mid_stream_error(start: Any, session: Any) -> None:
     assert "Provider disconnected" not in err.message
 
 
+async def test_chunks_before_an_in_stream_error_are_not_yielded_and_the_error_retried(
+    start: Any, session: Any
+) -> None:
+    role = frame("", id="gen-a", role="assistant")
+    err_frame = frame(None, "error", id="gen-a", error={"code": "502", "message": "try again"})
+    up = await start(sse(role, err_frame), sse(frame("ok", id="gen-b"), frame("", "stop"), DONE))
+    observer = Observer()
+    batches = await collect(await make(session, up.url, observer))
+    chunks = [chunk for batch in batches for chunk in batch]
+    assert text(batches) == "ok"
+    assert "gen-a" not in {c.generation_id for c in chunks}
+    assert observer.retries == ["stream_502"]
+
+
+@pytest.mark.parametrize("code", [400, "402", "server_error", None])
+async def test_in_stream_errors_that_are_not_retried(start: Any, session: Any, code: Any) -> None:
+    err_frame = frame(None, "error", error={"code": code, "message": "no"})
+    up = await start(sse(err_frame), sse(frame("ok", "stop")))
+    err = await failure(await make(session, up.url))
+    assert (err.kind, len(up.requests)) == (UpstreamFailure.STREAM, 1)
+
+
 async def test_finish_reason_error(start: Any, session: Any) -> None:
     up = await start(sse(frame("Hi"), frame("", "error"), DONE))
     assert (await failure(await make(session, up.url))).kind is UpstreamFailure.STREAM
