@@ -194,6 +194,18 @@ async def test_missing_done_after_finish_is_fine(start: Any, session: Any) -> No
     assert text(await collect(await make(session, up.url))) == "ok"
 
 
+async def test_a_stream_without_progress_still_yields_its_chunks(start: Any, session: Any) -> None:
+    up = await start(sse(frame("", role="assistant"), USAGE, DONE))
+    batches = await collect(await make(session, up.url))
+    chunks = [chunk for batch in batches for chunk in batch]
+    assert (len(chunks), chunks[-1].usage is not None) == (2, True)
+
+
+async def test_an_overlong_line_is_a_stream_error(start: Any, session: Any) -> None:
+    up = await start(sse(frame("x"), b"data: " + b"y" * (1 << 20) + b"\n\n"))
+    assert (await failure(await make(session, up.url))).kind is UpstreamFailure.STREAM
+
+
 async def test_truncated_stream(start: Any, session: Any) -> None:
     up = await start(sse(frame("par"), frame("tial")))
     seen: list[Chunk] = []
