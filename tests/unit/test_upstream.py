@@ -18,9 +18,8 @@ from services.upstream.client import (
     UpstreamError,
     UpstreamFailure,
     UpstreamSettings,
-    _parse_retry_after,
 )
-from services.upstream.failures import TEXT
+from services.upstream.failures import TEXT, parse_retry_after
 
 KEY = "sk-or-test-secret-key"
 BODY = {"model": "test/model", "messages": [{"role": "user", "content": "hi"}]}
@@ -464,13 +463,13 @@ async def test_stopping_closes_the_connection(start: Any, session: Any, how: str
     await asyncio.wait_for(closed.wait(), 1)
 
 
-def test_parse_retry_after() -> None:
-    assert _parse_retry_after("3") == 3.0
-    assert _parse_retry_after("1.5") == 1.5
-    assert _parse_retry_after(None) is None
-    assert _parse_retry_after("soon") is None
-    assert _parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0
-    future = _parse_retry_after(
+def testparse_retry_after() -> None:
+    assert parse_retry_after("3") == 3.0
+    assert parse_retry_after("1.5") == 1.5
+    assert parse_retry_after(None) is None
+    assert parse_retry_after("soon") is None
+    assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0
+    future = parse_retry_after(
         time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(time.time() + 30))
     )
     assert future is not None
