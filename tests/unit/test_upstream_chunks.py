@@ -120,6 +120,13 @@ def test_an_error_object_raises_with_its_status(error: Any, status: int | None) 
     assert info.value.status == status
 
 
+def test_a_vllm_style_error_object_is_an_error() -> None:
+    raw = {"object": "error", "message": "too long", "type": "BadRequestError", "code": 400}
+    with pytest.raises(StreamErrorChunk) as info:
+        parse_chunk(orjson.dumps(raw))
+    assert (info.value.status, info.value.detail) == (400, "too long")
+
+
 def test_finish_reason_error_alone_is_an_error() -> None:
     raw = {"choices": [{"index": 0, "delta": {}, "finish_reason": "error"}]}
     with pytest.raises(StreamErrorChunk) as info:
