@@ -42,6 +42,7 @@ from server.metrics import RelayMetrics, metrics_router, multiprocess_active
 from server.routes import auth_router, client_router, web_routes
 from server.security import ConfigError, auth_checks, build_limits, build_verifier
 from server.settings import Settings
+from server.upstream import build_upstream, check_models
 from services.generations import GenerationRegistry
 from services.storage.bus import LocalBus, NodeBus, RedisBus, new_node_id
 from services.storage.redis_client import redis_client
@@ -111,7 +112,9 @@ def create_app(settings: Settings, extensions: Sequence[Extension] | None = None
     docs_router = event_docs_router(  # refuses an extension event named like another event
         [*CORE_EVENTS, *documented_events(extensions)], title="llm-relay", version=__version__
     )
+    check_models(settings)
     metrics = build_metrics(settings)
+    upstream = build_upstream(settings, metrics)
     verifier = build_verifier(settings)
     redis = redis_client(settings.redis_url) if settings.redis_url else None
     limits = build_limits(settings, redis)
@@ -135,6 +138,7 @@ def create_app(settings: Settings, extensions: Sequence[Extension] | None = None
         rate_limiter=limits.rate,
         streams=limits.streams,
         observer=metrics,
+        upstream=upstream,
     )
     relay = Relay(
         pipeline,
@@ -221,6 +225,7 @@ def create_app(settings: Settings, extensions: Sequence[Extension] | None = None
         connections=connections,
         verifier=verifier,
         sio_events=sio_events,
+        upstream=upstream,
         redis=redis,
         rooms=rooms,
         metrics=metrics,
