@@ -17,10 +17,11 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from auth.authenticator import Authenticator
 from auth.origins import OriginPolicy
+from events.core.admission import Admission, PipelineConfig
 from events.core.catalog import CORE_EVENTS
 from events.core.connections import Connections
 from events.core.errors import ErrorCode
-from events.core.pipeline import ChatPipeline, PipelineConfig
+from events.core.pipeline import ChatPipeline
 from events.core.relay import Relay
 from events.core.rooms import RoomEvents
 from events.transport.internals.socketio_server import (
@@ -42,6 +43,7 @@ from server.metrics import RelayMetrics, metrics_router, multiprocess_active
 from server.routes import auth_router, client_router, web_routes
 from server.security import ConfigError, auth_checks, build_limits, build_verifier
 from server.settings import Settings
+from server.upstream import AppUpstream
 from services.generations import GenerationRegistry
 from services.storage.bus import LocalBus, NodeBus, RedisBus, new_node_id
 from services.storage.redis_client import redis_client
@@ -119,25 +121,26 @@ def create_app(settings: Settings, extensions: Sequence[Extension] | None = None
     origins = OriginPolicy(settings.cors_origins)
     log, bus = resume_parts(settings, redis)
     registry = GenerationRegistry()
+    config = PipelineConfig(
+        default_model=settings.default_model,
+        allowed_models=frozenset(settings.allowed_models),
+        max_payload_bytes=settings.max_payload_bytes,
+        max_messages=settings.max_messages,
+        max_message_chars=settings.max_message_chars,
+        max_streams_per_connection=settings.max_streams_per_connection,
+        max_streams_per_user=settings.max_streams_per_user,
+        token_coalesce_s=settings.token_coalesce_ms / 1000,
+    )
+    admission = Admission(
+        config, registry=registry, rate_limiter=limits.rate, streams=limits.streams
+    )
+    upstream = AppUpstream()
     pipeline = ChatPipeline(
-        PipelineConfig(
-            default_model=settings.default_model,
-            allowed_models=frozenset(settings.allowed_models),
-            max_payload_bytes=settings.max_payload_bytes,
-            max_messages=settings.max_messages,
-            max_message_chars=settings.max_message_chars,
-            max_streams_per_connection=settings.max_streams_per_connection,
-            max_streams_per_user=settings.max_streams_per_user,
-            token_coalesce_s=settings.token_coalesce_ms / 1000,
-        ),
-        log=log,
-        registry=registry,
-        rate_limiter=limits.rate,
-        streams=limits.streams,
-        observer=metrics,
+        config, upstream, log=log, registry=registry, admission=admission, observer=metrics
     )
     relay = Relay(
         pipeline,
+        admission,
         log,
         registry,
         verifier,
@@ -215,6 +218,7 @@ def create_app(settings: Settings, extensions: Sequence[Extension] | None = None
         settings=settings,
         sio=sio,
         pipeline=pipeline,
+        upstream=upstream,
         relay=relay,
         log=log,
         registry=registry,

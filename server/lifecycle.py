@@ -29,6 +29,7 @@ from events.core.rooms import RoomEvents
 from events.transport.socketio_events import SocketIOEvents
 from server.metrics import RelayMetrics
 from server.settings import Settings
+from server.upstream import AppUpstream
 from services.generations import GenerationRegistry, StopReason
 from services.storage.streamlog import StreamLog
 from services.upstream.catalogue import ModelCatalog, upstream_fetch
@@ -54,6 +55,7 @@ class Runtime:
     connections: Connections
     verifier: TokenVerifier
     sio_events: SocketIOEvents
+    upstream: AppUpstream
     redis: aioredis.Redis | None = None  # set by create_app when REDIS_URL is given
     rooms: RoomEvents | None = None
     metrics: RelayMetrics | None = None
@@ -94,9 +96,10 @@ class Runtime:
         )
         observer: UpstreamObserver | None = self.metrics
         client = TracedUpstreamClient if s.tracing else UpstreamClient
-        self.pipeline.upstream = client(
-            self.session, self.upstream_settings(base_url, api_key), observer
+        self.upstream.bind(
+            client(self.session, self.upstream_settings(base_url, api_key), observer)
         )
+        await self.upstream.start()
         if self.metrics is not None:
             await self.metrics.start(s.metrics_refresh_s)
         await self.relay.start()
@@ -178,6 +181,7 @@ class Runtime:
             result = cleanup()
             if asyncio.iscoroutine(result):
                 await result
+        await self.upstream.aclose()
         if self.session is not None:
             await self.session.close()
         if self.redis is not None:

@@ -45,6 +45,13 @@ class ChatMessage(Inbound):
     content: str | list[ContentPart]
     name: str | None = Field(None, min_length=1, max_length=64)
 
+    def text_chars(self) -> int:
+        """Characters of text, for ``MAX_MESSAGE_CHARS``."""
+        content = self.content
+        if isinstance(content, str):
+            return len(content)
+        return sum(len(part.text or "") for part in content)
+
 
 class ChatRequest(Inbound):
     """``chat``: start a streamed completion."""

@@ -45,6 +45,14 @@ CASES: list[tuple[str, Any, str, str | None]] = [
         "request_id",
     ),
     ("empty room", {"messages": [MSG], "room": ""}, "invalid_payload", "room"),
+    # A lone surrogate decodes in Python but cannot be measured as UTF-8: refused, never
+    # let through with its size check skipped.
+    (
+        "lone surrogate",
+        {"messages": [{"role": "user", "content": "\ud800" + "x" * 2_000_000}]},
+        "invalid_payload",
+        None,
+    ),
     ("10,000 messages", {"messages": [MSG] * 10_000}, "payload_too_large", None),
     (
         "2 MB message",
