@@ -17,7 +17,7 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from auth.authenticator import Authenticator
 from auth.origins import OriginPolicy
-from events.core.admission import Admission, PipelineConfig
+from events.core.admission import Admission, PipelineConfig, UserPseudonym
 from events.core.catalog import CORE_EVENTS
 from events.core.connections import Connections
 from events.core.errors import ErrorCode
@@ -106,6 +106,15 @@ def counting_refusals(
     return check
 
 
+def pseudonym_secret(settings: Settings) -> str:
+    """The key of the ``user`` pseudonym sent upstream; every node of a deployment shares it:
+    ``JWT_SECRET`` when set, else the upstream API key, else a fixed text (a deployment
+    with neither cannot reach the upstream anyway)."""
+    if settings.jwt_secret is not None:
+        return settings.jwt_secret.get_secret_value()
+    return settings.api_key or "llm-relay user pseudonym"
+
+
 def create_app(settings: Settings, extensions: Sequence[Extension] | None = None) -> RelayApp:
     """Build one app.  ``extensions``: extra events and routes (default: ``installed()``)."""
     if extensions is None:
@@ -132,7 +141,11 @@ def create_app(settings: Settings, extensions: Sequence[Extension] | None = None
         token_coalesce_s=settings.token_coalesce_ms / 1000,
     )
     admission = Admission(
-        config, registry=registry, rate_limiter=limits.rate, streams=limits.streams
+        config,
+        registry=registry,
+        rate_limiter=limits.rate,
+        streams=limits.streams,
+        pseudonym=UserPseudonym(pseudonym_secret(settings)),
     )
     upstream = AppUpstream()
     pipeline = ChatPipeline(

@@ -13,6 +13,8 @@ Refusals become one error shape (``refusal``) that each transport only sends.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import re
 import secrets
 from collections.abc import Callable
@@ -25,6 +27,7 @@ from pydantic import ValidationError
 from auth.tokens import Identity
 from events.core.errors import ErrorCode, ProtocolError, to_protocol_error
 from events.core.models import (
+    OPENROUTER_ONLY_FIELDS,
     REQUEST_ID_PATTERN,
     ChatRequest,
     Inbound,
@@ -49,6 +52,7 @@ class PipelineConfig:
     max_streams_per_user: int = 8
     token_coalesce_s: float = 0.0  # deltas within this window after the first go out as one
     max_json_values: int = 20_000  # object members + array items in one chat payload
+    dialect: str = "openrouter"  # UPSTREAM_DIALECT: "openai" refuses OpenRouter-only fields
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +63,7 @@ class Requester:
 
 
 _REQUEST_ID = re.compile(REQUEST_ID_PATTERN)
+_LOCAL_FIELDS = frozenset({"request_id", "room"})  # never leave the server
 _MAX_EVENT_VALUES = 64  # cancel, resume, refresh, join, leave hold a few scalars
 
 M = TypeVar("M", bound=Inbound)
@@ -113,6 +118,30 @@ def refusal(exc: Exception, data: Any) -> tuple[Payload, Payload]:
     return error, event
 
 
+class UserPseudonym:
+    """The ``user`` sent upstream: a stable pseudonym of the token's ``sub``.
+
+    HMAC-SHA256 of the ``sub`` under a server secret every node shares, so one user has
+    one pseudonym across requests and nodes, different users differ, and nobody without
+    the secret can link it to the ``sub``.  The key is ``JWT_SECRET`` when set, else the
+    upstream API key, else a fixed per-deployment text (``create_app`` decides); it is
+    never logged (no ``repr``).
+    """
+
+    __slots__ = ("_key",)
+
+    def __init__(self, secret: str) -> None:
+        # A key of its own (derived, domain-separated): the pseudonym reveals nothing
+        # about the secret it came from.
+        self._key = hmac.new(secret.encode(), b"llm-relay user pseudonym v1", "sha256").digest()
+
+    def __call__(self, sub: str) -> str:
+        return "u_" + hmac.new(self._key, sub.encode(), hashlib.sha256).hexdigest()[:32]
+
+    def __repr__(self) -> str:
+        return "UserPseudonym(<secret>)"
+
+
 @dataclass(slots=True, eq=False)
 class Ticket:
     """The claims of one admitted request, held until the pipeline runs it."""
@@ -132,8 +161,10 @@ class Admission:
         registry: GenerationRegistry,
         rate_limiter: RateLimiter,
         streams: StreamCounter | None = None,
+        pseudonym: UserPseudonym | None = None,
     ) -> None:
         self.config = config
+        self._pseudonym = pseudonym or UserPseudonym("llm-relay")
         self._registry = registry
         self._rate = rate_limiter
         # Streams in flight per user; shared between nodes when given a Redis counter.
@@ -163,12 +194,13 @@ class Admission:
             ) from None
         self._check_messages(req)
         self._check_models(req)
+        self._check_dialect(data)
         return req
 
     def _check_size(self, data: dict[str, Any], size: int | None) -> None:
         cfg = self.config
-        encoded = payload_size(data)  # also when the frame size is known: refuses bad text
-        size = encoded if size is None else max(size, encoded)
+        if size is None:  # a raw frame's size is known (and its text is valid Unicode)
+            size = payload_size(data)
         if size > cfg.max_payload_bytes:
             raise ProtocolError(
                 ErrorCode.PAYLOAD_TOO_LARGE,
@@ -189,6 +221,15 @@ class Admission:
     def _check_messages(self, req: ChatRequest) -> None:
         limit = self.config.max_message_chars
         for index, message in enumerate(req.messages):
+            if req.room is not None and (
+                message.role == "tool" or getattr(message, "tool_calls", None)
+            ):
+                field = "role" if message.role == "tool" else "tool_calls"
+                raise ProtocolError(
+                    ErrorCode.INVALID_PAYLOAD,
+                    "A room's conversation holds text messages only.",
+                    details=[{"field": f"messages.{index}.{field}", "message": "not in rooms"}],
+                )
             chars = message.text_chars()
             if chars > limit:
                 raise ProtocolError(
@@ -206,25 +247,40 @@ class Admission:
                         ErrorCode.MODEL_NOT_ALLOWED, f"The model {name!r} is not allowed."
                     )
 
+    def _check_dialect(self, data: dict[str, Any]) -> None:
+        if self.config.dialect == "openrouter":
+            return
+        refused = [name for name in OPENROUTER_ONLY_FIELDS if name in data]
+        if refused:
+            raise ProtocolError(
+                ErrorCode.INVALID_PAYLOAD,
+                "This server's upstream does not take OpenRouter's fields.",
+                details=[{"field": name, "message": "OpenRouter only"} for name in refused],
+            )
+
     @staticmethod
     def check_room(req: ChatRequest, joined: Callable[[str], bool]) -> None:
         if req.room is not None and not joined(req.room):
             raise ProtocolError(ErrorCode.FORBIDDEN, "Join the room before chatting in it.")
 
     def upstream_body(
-        self, req: ChatRequest, sub: str, messages: list[Payload] | None = None
+        self,
+        data: dict[str, Any],
+        sub: str,
+        messages: list[Payload] | None = None,
     ) -> Payload:
-        """What the upstream receives: only the fields it knows."""
-        if messages is None:
-            messages = [
-                message.model_dump(include={"role", "content", "name"}, exclude_none=True)
-                for message in req.messages
-            ]
-        body: Payload = {"model": req.model or self.config.default_model, "messages": messages}
-        for name in ("models", "temperature", "top_p", "max_tokens", "stop", "seed"):
-            value = getattr(req, name)
-            if value is not None:
-                body[name] = value
+        """What the upstream receives: the validated payload's fields exactly as the client
+        sent them (not ``request_id`` and ``room``), the model (default applied) and the
+        user's pseudonym; the upstream client adds ``stream`` and the usage flags.
+
+        ``messages``: a room's conversation, instead of the payload's new messages.
+        """
+        body: Payload = {k: v for k, v in data.items() if k not in _LOCAL_FIELDS}
+        if messages is not None:
+            body["messages"] = messages
+        if body.get("model") is None:
+            body["model"] = self.config.default_model
+        body["user"] = self._pseudonym(sub)
         return body
 
     # -- the claims ------------------------------------------------------------------------

@@ -135,7 +135,7 @@ class Relay:
             on_finish: OnFinish | None = None
             if req.room is not None and self.room_hook is not None:
                 messages, on_finish = await self.room_hook(conn, req)
-            body = admission.upstream_body(req, conn.identity.sub, messages)
+            body = admission.upstream_body(data, conn.identity.sub, messages)
             request_id = await self.pipeline.start(ticket, req.room, body, sink, on_finish)
         except BaseException:
             if not ticket.settled:

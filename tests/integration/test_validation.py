@@ -24,7 +24,9 @@ CASES: list[tuple[str, Any, str, str | None]] = [
         "messages.0.role",
     ),
     ("temperature 5", {"messages": [MSG], "temperature": 5}, "invalid_payload", "temperature"),
-    ("unknown field", {"messages": [MSG], "tools": []}, "invalid_payload", "tools"),
+    ("unknown field", {"messages": [MSG], "frobnicate": 1}, "invalid_payload", "frobnicate"),
+    ("n", {"messages": [MSG], "n": 2}, "invalid_payload", "n"),
+    ("user", {"messages": [MSG], "user": "someone"}, "invalid_payload", "user"),
     ("unknown message field", {"messages": [{**MSG, "x": 1}]}, "invalid_payload", "messages.0.x"),
     (
         "string temperature",
@@ -36,7 +38,7 @@ CASES: list[tuple[str, Any, str, str | None]] = [
         "content number",
         {"messages": [{"role": "user", "content": 5}]},
         "invalid_payload",
-        "messages.0.content.str",
+        "messages.0.content",
     ),
     (
         "bad request_id",
