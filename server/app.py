@@ -191,7 +191,7 @@ def create_app(settings: Settings, extensions: Sequence[Extension] | None = None
                 "rate_limit_per_minute": settings.rate_limit_per_minute,
             },
             "default_model": settings.default_model,
-            "protocol": 1,
+            "protocol": 2,
         }
 
     room_store: RoomStore = (

@@ -338,15 +338,40 @@ class SessionEvent(Outbound):
     user: User
     limits: Limits
     default_model: str
-    protocol: Literal[1] = 1
+    protocol: Literal[2] = 2
 
 
 class TokenEvent(Outbound):
-    """``token``: one or more upstream deltas joined; ``seq`` is 0, 1, 2… per request."""
+    """``token``: answer text, one or more upstream deltas joined.
+
+    ``seq`` is 0, 1, 2… per request, shared by ``token``, ``reasoning`` and ``tool_call``.
+    """
 
     request_id: str
     seq: int
     content: str
+    room: str | None = None
+
+
+class ReasoningEvent(Outbound):
+    """``reasoning``: the model's reasoning text (``delta.reasoning``), as it streams."""
+
+    request_id: str
+    seq: int
+    content: str
+    room: str | None = None
+
+
+class ToolCallEvent(Outbound):
+    """``tool_call``: a piece of one tool call; joining ``arguments`` of one ``index`` in
+    ``seq`` order gives that call's arguments text."""
+
+    request_id: str
+    seq: int
+    index: int
+    id: str | None = Field(None, description="With the first event of each index.")
+    name: str | None = Field(None, description="With the first event of each index.")
+    arguments: str
     room: str | None = None
 
 
@@ -356,6 +381,19 @@ class Usage(Outbound):
     completion_tokens: int | None = None
     total_tokens: int | None = None
     cost: float | None = None
+    cached_tokens: int | None = Field(None, description="From `prompt_tokens_details`.")
+    reasoning_tokens: int | None = Field(None, description="From `completion_tokens_details`.")
+
+
+class DoneFunction(Outbound):
+    name: str | None
+    arguments: str
+
+
+class DoneToolCall(Outbound):
+    id: str | None
+    type: Literal["function"] = "function"
+    function: DoneFunction
 
 
 class DoneEvent(Outbound):
@@ -365,6 +403,18 @@ class DoneEvent(Outbound):
     finish_reason: str
     model: str | None
     usage: Usage
+    last_seq: int = Field(description="`seq` of the last stream event; -1 if none.")
+    generation_id: str | None = Field(None, description="The upstream's response `id`.")
+    provider: str | None = None
+    native_finish_reason: str | None = None
+    tool_calls: list[DoneToolCall] | None = Field(
+        None, description='The assembled calls, when the model called tools ("tool_calls").'
+    )
+    reasoning_details: list[dict[str, Any]] | None = Field(
+        None,
+        description="The upstream's reasoning detail objects (text pieces of one index "
+        "merged); send them back on the assistant message.",
+    )
     room: str | None = None
 
 
@@ -385,6 +435,9 @@ class ErrorEvent(ErrorObject):
     """``error``: the terminal event of a failed request, or a refusal."""
 
     request_id: str | None = None
+    last_seq: int | None = Field(
+        None, description="`seq` of the last stream event, when the request had streamed."
+    )
     room: str | None = None
 
 

@@ -17,10 +17,11 @@ from typing import Protocol
 
 from events.core.admission import Admission, Payload, PipelineConfig, Requester, Ticket
 from events.core.errors import ErrorCode, ProtocolError, to_protocol_error
+from events.core.stream import StreamState
 from services import log_context
 from services.generations import Generation, GenerationRegistry, StopReason
 from services.storage.streamlog import StreamLog, StreamMeta
-from services.upstream.base import Chunk, Upstream
+from services.upstream.base import Upstream
 
 logger = logging.getLogger(__name__)
 
@@ -99,16 +100,6 @@ class _NoObserver:
         pass
 
 
-@dataclass(slots=True)
-class _Outcome:
-    finish_reason: str | None = None
-    model: str | None = None
-    usage: Payload | None = None
-    tokens: int = 0
-    first_token_at: float | None = None
-    text: list[str] = field(default_factory=list)
-
-
 @dataclass(slots=True, eq=False)
 class _Run:
     """One generation while it runs: who asked, where events go, what came so far."""
@@ -119,9 +110,10 @@ class _Run:
     sink: Sink
     on_finish: OnFinish | None
     base: Payload  # request_id (and room) of every event
-    out: _Outcome
+    out: StreamState
     accepted_at: float = field(default_factory=time.time)
     started: float = field(default_factory=time.monotonic)
+    first_event_at: float | None = None
     code: str | None = None  # the error code of an ``error`` end
 
 
@@ -174,7 +166,8 @@ class ChatPipeline:
         base: Payload = {"request_id": gen.request_id}
         if room is not None:
             base["room"] = room
-        run = _Run(gen, ticket, body, sink, on_finish, base, _Outcome(model=body["model"]))
+        out = StreamState(model=body["model"], keep_text=on_finish is not None)
+        run = _Run(gen, ticket, body, sink, on_finish, base, out)
         gen.task = asyncio.create_task(self._run(run))
         self._observer.accepted(who.transport)
         return ticket.request_id
@@ -219,30 +212,29 @@ class ChatPipeline:
             return self._error(run, to_protocol_error(exc))
 
     async def _relay(self, run: _Run) -> None:
-        out, sink = run.out, run.sink
-        keep_text = run.on_finish is not None
+        """Each batch's stream events: numbered, logged, then delivered."""
+        out, sink, key = run.out, run.sink, run.gen.key
         async for batch in self.upstream.stream(run.body, gather_s=self.config.token_coalesce_s):
-            content = self._absorb(batch, out)
+            events = out.absorb(batch)
             if sink.wants_raw:
                 await sink.raw([chunk.raw for chunk in batch])
-            if not content:
+            if not events:
                 continue
-            if out.first_token_at is None:
-                out.first_token_at = time.monotonic()
-                self._observer.first_token(out.first_token_at - run.started)
-            payload = {**run.base, "seq": out.tokens, "content": content}
-            out.tokens += 1
-            if keep_text:
-                out.text.append(content)
-            await self._log.append(run.gen.key, "token", payload)
-            await sink.emit("token", payload)
+            if run.first_event_at is None:
+                run.first_event_at = time.monotonic()
+                self._observer.first_token(run.first_event_at - run.started)
+            for event, fields in events:
+                payload = {**run.base, "seq": out.seq, **fields}
+                out.seq += 1
+                await self._log.append(key, event, payload)
+                await sink.emit(event, payload)
 
     async def _end(self, run: _Run, event: str, payload: Payload) -> None:
         """Log the terminal event, keep a room's reply, then send the terminal event."""
         gen, out = run.gen, run.out
         try:
             await self._log.close(gen.key, event, payload)
-            if run.on_finish is not None and event == "done" and out.tokens:
+            if run.on_finish is not None and event == "done" and out.text:
                 # Before ``done`` goes out: whoever sees it and then looks finds the reply.
                 try:
                     await run.on_finish(gen.request_id, "".join(out.text), out.finish_reason)
@@ -270,7 +262,7 @@ class ChatPipeline:
             tokens=out.tokens,
             usage=out.usage,
             accepted_at=run.accepted_at,
-            first_token_s=None if out.first_token_at is None else out.first_token_at - run.started,
+            first_token_s=None if run.first_event_at is None else run.first_event_at - run.started,
             duration_s=time.monotonic() - run.started,
             stop_reason=gen.stop_reason.value if gen.stop_reason else None,
         )
@@ -278,34 +270,13 @@ class ChatPipeline:
         logger.info("request %s %s", gen.request_id, run.code or outcome, extra=end.log_fields())
 
     @staticmethod
-    def _absorb(batch: list[Chunk], out: _Outcome) -> str:
-        """The batch's text; its finish reason, model and usage go into ``out``."""
-        parts = []
-        for chunk in batch:
-            if chunk.content:
-                parts.append(chunk.content)
-            if chunk.finish_reason:
-                out.finish_reason = chunk.finish_reason
-            if chunk.model:
-                out.model = chunk.model
-            if chunk.usage:
-                out.usage = chunk.usage
-        return "".join(parts)
-
-    @staticmethod
     def _error(run: _Run, error: ProtocolError) -> tuple[str, Payload]:
         run.code = error.code.value
-        return "error", {**run.base, **error.to_wire()}
+        payload = {**run.base, **error.to_wire()}
+        if run.out.seq:  # it had started streaming: what the client should have
+            payload["last_seq"] = run.out.last_seq
+        return "error", payload
 
     @staticmethod
     def _done(run: _Run, finish_reason: str) -> Payload:
-        out = run.out
-        reported = out.usage or {}
-        usage: Payload = {
-            "prompt_tokens": reported.get("prompt_tokens"),
-            "completion_tokens": reported.get("completion_tokens"),
-            "total_tokens": reported.get("total_tokens"),
-        }
-        if reported.get("cost") is not None:
-            usage["cost"] = reported["cost"]
-        return {**run.base, "finish_reason": finish_reason, "model": out.model, "usage": usage}
+        return {**run.base, **run.out.done_fields(finish_reason)}

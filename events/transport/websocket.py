@@ -36,6 +36,7 @@ CLOSE_FORBIDDEN = 4403
 CLOSE_RATE_LIMITED = 4429
 CLOSE_SERVICE_RESTART = 1012
 _DELIBERATE_CLOSE = frozenset({1000, 1001})
+_DELTA_EVENTS = frozenset({"token", "reasoning", "tool_call"})
 _SELF = "self"  # this socket, in its sink's TailRegistry
 
 
@@ -64,8 +65,8 @@ class WebSocketSink:
     async def emit(self, event: str, payload: Payload) -> None:
         if self.tails and self.tails.skip(event, payload, None):
             return  # a replay from the log delivers it
-        if event == "token" and self.wants_raw:
-            return
+        if self.wants_raw and event in _DELTA_EVENTS:
+            return  # the completion frames carry them
         await self.send({"type": event, **payload})
 
     async def raw(self, chunks: list[Payload]) -> None:
