@@ -43,7 +43,7 @@ from server.metrics import RelayMetrics, metrics_router, multiprocess_active
 from server.routes import auth_router, client_router, web_routes
 from server.security import ConfigError, auth_checks, build_limits, build_verifier
 from server.settings import Settings
-from server.upstream import AppUpstream
+from server.upstream import build_upstream, check_models
 from services.generations import GenerationRegistry
 from services.storage.bus import LocalBus, NodeBus, RedisBus, new_node_id
 from services.storage.redis_client import redis_client
@@ -122,7 +122,9 @@ def create_app(settings: Settings, extensions: Sequence[Extension] | None = None
     docs_router = event_docs_router(  # refuses an extension event named like another event
         [*CORE_EVENTS, *documented_events(extensions)], title="llm-relay", version=__version__
     )
+    check_models(settings)
     metrics = build_metrics(settings)
+    upstream = build_upstream(settings, metrics)
     verifier = build_verifier(settings)
     redis = redis_client(settings.redis_url) if settings.redis_url else None
     limits = build_limits(settings, redis)
@@ -139,6 +141,7 @@ def create_app(settings: Settings, extensions: Sequence[Extension] | None = None
         max_streams_per_connection=settings.max_streams_per_connection,
         max_streams_per_user=settings.max_streams_per_user,
         token_coalesce_s=settings.token_coalesce_ms / 1000,
+        dialect=settings.upstream_dialect,
     )
     admission = Admission(
         config,
@@ -147,7 +150,6 @@ def create_app(settings: Settings, extensions: Sequence[Extension] | None = None
         streams=limits.streams,
         pseudonym=UserPseudonym(pseudonym_secret(settings)),
     )
-    upstream = AppUpstream()
     pipeline = ChatPipeline(
         config, upstream, log=log, registry=registry, admission=admission, observer=metrics
     )
@@ -231,13 +233,13 @@ def create_app(settings: Settings, extensions: Sequence[Extension] | None = None
         settings=settings,
         sio=sio,
         pipeline=pipeline,
-        upstream=upstream,
         relay=relay,
         log=log,
         registry=registry,
         connections=connections,
         verifier=verifier,
         sio_events=sio_events,
+        upstream=upstream,
         redis=redis,
         rooms=rooms,
         metrics=metrics,
