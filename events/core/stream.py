@@ -55,41 +55,55 @@ class StreamState:
     def absorb(self, batch: list[Chunk]) -> list[tuple[str, Payload]]:
         """The batch's stream events (without ``request_id`` and ``seq``), in order."""
         events: list[tuple[str, Payload]] = []
-        for chunk in batch:
+        kind: str | None = None  # the kind of events[-1]
+        for chunk in batch:  # the hot path: a plain-text chunk costs a few checks
             self._note(chunk)
             if chunk.reasoning:
-                self._add(events, "reasoning", chunk.reasoning)
-            if chunk.content:
-                self._add(events, "token", chunk.content)
+                if kind == "reasoning":
+                    events[-1][1]["content"] += chunk.reasoning
+                else:
+                    events.append(("reasoning", {"content": chunk.reasoning}))
+                    kind = "reasoning"
+            content = chunk.content
+            if content:
+                if kind == "token":
+                    events[-1][1]["content"] += content
+                else:
+                    events.append(("token", {"content": content}))
+                    kind = "token"
+                    self.tokens += 1
                 if self.keep_text:
-                    self.text.append(chunk.content)
-            for delta in chunk.tool_calls or ():
-                self._add_call(events, delta)
-            for detail in chunk.reasoning_details or ():
-                self._merge_detail(detail)
-        self.tokens += sum(1 for event, _ in events if event == "token")
+                    self.text.append(content)
+            if chunk.tool_calls:
+                for delta in chunk.tool_calls:
+                    self._add_call(events, delta)
+                kind = "tool_call"
+            if chunk.reasoning_details:
+                for detail in chunk.reasoning_details:
+                    self._merge_detail(detail)
         return events
 
     def _note(self, chunk: Chunk) -> None:
+        if chunk.model:
+            self.model = chunk.model
+        if (
+            chunk.finish_reason is None
+            and chunk.native_finish_reason is None
+            and chunk.usage is None
+            and chunk.generation_id == self.generation_id
+            and chunk.provider == self.provider
+        ):
+            return  # a delta like the one before: nothing new to note
         if chunk.finish_reason:
             self.finish_reason = chunk.finish_reason
         if chunk.native_finish_reason:
             self.native_finish_reason = chunk.native_finish_reason
-        if chunk.model:
-            self.model = chunk.model
         if chunk.usage:
             self.usage = chunk.usage
         if chunk.generation_id:
             self.generation_id = chunk.generation_id
         if chunk.provider:
             self.provider = chunk.provider
-
-    @staticmethod
-    def _add(events: list[tuple[str, Payload]], kind: str, content: str) -> None:
-        if events and events[-1][0] == kind:
-            events[-1][1]["content"] += content
-        else:
-            events.append((kind, {"content": content}))
 
     def _add_call(self, events: list[tuple[str, Payload]], delta: ToolCallDelta) -> None:
         call = self.calls.setdefault(delta.index, _Call())
