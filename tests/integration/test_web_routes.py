@@ -69,7 +69,7 @@ async def test_config_tells_the_page_how_to_sign_in(
         _, _, body = await get(srv.url + "/config")
         config = orjson.loads(body)
         assert config == {
-            "protocol": 1,
+            "protocol": 2,
             "allow_anonymous": False,
             "password_login": False,  # no accounts yet
             "demo": False,
