@@ -57,8 +57,8 @@ class Output:
     def _end_thinking(self) -> None:
         if self._thinking:
             self._thinking = False
-            self._write(RESET if self.dim else "")
-            self._write("\n" if self._last == "\n" else "\n\n")
+            gap = "\n" if self._last == "\n" else "\n\n"  # one blank line before the answer
+            self._write((RESET if self.dim else "") + gap)
 
     def _tool_calls(self, calls: Any) -> None:
         for call in calls if isinstance(calls, list) else []:
