@@ -243,7 +243,7 @@ def interactive(client: SyncChatClient, args: argparse.Namespace, out: Output) -
             messages = new if args.room else [*system, *turns, *new]
             stream = client.stream(messages, **options(args))
             status = run_stream(stream, out)
-            if status == EXIT_OK:
+            if status == EXIT_OK and not (stream.done and stream.done.tool_calls):
                 turns.extend([*new, {"role": "assistant", "content": stream.text}])
     finally:
         if history_file is not None:
