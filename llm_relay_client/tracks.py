@@ -7,9 +7,10 @@ when their ``seq`` follows the last one kept: a repeat (after a resume) is dropp
 gap (live events arriving before the resume's replay) asks for the missing part from
 the server's stream log instead of delivering out of order. A terminal event whose
 ``last_seq`` (protocol 2) is ahead of what we have is held until the replay has brought
-the rest. Without ``last_seq`` (an older server), only in rooms do live events reach a
-resuming client (it rejoined the room); there a terminal event that arrives while a
-resume is in flight is held until the replay has caught up.
+the rest (not for another member's request we saw nothing of: it just ends). Without
+``last_seq`` (an older server), only in rooms do live events reach a resuming client (it
+rejoined the room); there a terminal event that arrives while a resume is in flight is
+held until the replay has caught up.
 """
 
 from __future__ import annotations
@@ -102,7 +103,8 @@ class Tracks:
                 self.end(track, *track.held[:2])
         elif event in TERMINAL_EVENTS:
             last_seq = payload.get("last_seq")
-            if type(last_seq) is int:
+            watched = track.stream is not None or track.last_seq >= 0
+            if type(last_seq) is int and watched:
                 if last_seq > track.last_seq:
                     track.held = (event, payload, last_seq)  # missed events: fetch them first
                     self._heal(track)

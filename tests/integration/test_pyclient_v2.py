@@ -5,6 +5,7 @@ Against a real server and the upstream double (or the demo's in-process simulato
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable
 from typing import Any
@@ -16,11 +17,12 @@ from llm_relay_client import (
     Done,
     Reasoning,
     StreamEvent,
+    SyncChatClient,
     Token,
     ToolCallDelta,
     Tools,
 )
-from tests.harness import RunningServer, base_settings, run_server
+from tests.harness import RunningServer, base_settings, make_token, run_server
 from tests.integration.test_pyclient import client_for, kill_transport
 from tests.integration.test_pyclient_cli import run_cli, token_args
 from tests.upstream_double import Scenario, UpstreamDouble
@@ -165,6 +167,15 @@ async def test_readme_tool_snippet_runs_against_the_demo_simulator(
         kinds = [type(e) async for e in stream.events()]
         assert kinds[0] is Reasoning
         assert kinds[-2:] == [Token, Done]
+
+    def sync_script() -> str:
+        with SyncChatClient(demo.url) as sync:
+            events = list(sync.stream("Hi", model="local/simulator-reasoning").events())
+            assert type(events[0]) is Reasoning
+            return sync.run_tools("Lyon", tools, model="local/simulator-tools").text
+
+    async with run_server(settings) as demo:
+        assert "Sunny, 21 °C in Lyon" in await asyncio.to_thread(sync_script)
     assert upstream.requests == []  # the simulator is in process
 
 
@@ -261,3 +272,25 @@ async def test_a_guest_cli_run_against_the_demo(upstream: UpstreamDouble) -> Non
     thinking, answer = out.split("\n\n", 1)
     assert thinking.startswith("The user wrote:")
     assert answer.startswith("(local simulator")
+
+
+async def test_a_room_feed_carries_reasoning_and_answer_in_one_seq(server: RunningServer) -> None:
+    async with (
+        ChatClient(server.url, token=make_token("alice")) as alice,
+        ChatClient(server.url, token=make_token("bob")) as bob,
+    ):
+        bob_room = await bob.join("thinkers")
+        alice_room = await alice.join("thinkers")
+        stream = alice_room.stream("Hi", model="double/reasoning")
+        await stream.result()
+        seen: list[Any] = []
+        async for event in bob_room:
+            if getattr(event, "request_id", None) == stream.request_id:
+                seen.append(event)
+                if isinstance(event, Done):
+                    break
+    assert seqs(seen) == list(range(len(seen) - 1))
+    assert "".join(e.content for e in seen if isinstance(e, Reasoning)) == REASONING_TEXT
+    assert "".join(e.content for e in seen if isinstance(e, Token)) == NORMAL_TEXT
+    assert all(e.room == "thinkers" for e in seen)
+    assert seen[-1].last_seq == len(seen) - 2

@@ -22,6 +22,7 @@ from llm_relay_client import (
 )
 from llm_relay_client.cli_output import DIM, RESET, Output
 from llm_relay_client.models import Messages
+from llm_relay_client.rooms import Room
 from llm_relay_client.stream import Stream
 from llm_relay_client.tool_schema import parameters_of
 from llm_relay_client.tools import run_tools
@@ -341,3 +342,13 @@ def test_cli_output_text_reasoning_and_json() -> None:
         "seq": 0,
         "content": "é",
     }
+
+
+async def test_another_members_request_seen_only_at_its_end_just_ends() -> None:
+    healed: list[str] = []
+    rooms = {"lobby": Room(Host(), "lobby")}
+    tracks = Tracks(rooms, lambda track: healed.append(track.request_id))
+    tracks.on_event("done", {**DONE_PAYLOAD, "request_id": "theirs", "room": "lobby"})
+    assert healed == []
+    assert len(tracks) == 0
+    assert isinstance(await rooms["lobby"].__anext__(), Done)
