@@ -106,7 +106,9 @@ async def test_model_allowlist(
 ) -> None:
     from tests.harness import run_server
 
-    async with run_server(settings_for(allowed_models="double/normal,double/slow")) as srv:
+    async with run_server(
+        settings_for(allowed_models="double/normal,double/slow", default_model="double/normal")
+    ) as srv:
         rec = recorders()
         await rec.connect(srv.url, make_token("alice"))
         refused = await rec.call("chat", {"messages": [MSG], "model": "openai/gpt-4o"})
