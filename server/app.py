@@ -17,11 +17,12 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from auth.authenticator import Authenticator
 from auth.origins import OriginPolicy
-from events.core.admission import Admission, PipelineConfig, UserPseudonym
+from events.core.admission import Admission, PipelineConfig
 from events.core.catalog import CORE_EVENTS
 from events.core.connections import Connections
 from events.core.errors import ErrorCode
 from events.core.pipeline import ChatPipeline
+from events.core.pseudonym import UserPseudonym
 from events.core.relay import Relay
 from events.core.rooms import RoomEvents
 from events.transport.internals.socketio_server import (

@@ -128,6 +128,8 @@ class Relay:
     ) -> str:
         admission = self.admission
         req = admission.validate(data, size, rooms=rooms)
+        if not self.pipeline.accepting:  # before any claim (a rate-limit hit is one)
+            raise ProtocolError(ErrorCode.SERVER_SHUTDOWN, "The server is not accepting requests.")
         admission.check_room(req, conn.rooms.__contains__)
         ticket = await admission.claim(Requester(conn.identity, conn.conn_id, conn.transport), req)
         try:

@@ -7,8 +7,9 @@ from typing import Any
 
 import pytest
 
-from events.core.admission import Admission, PipelineConfig, UserPseudonym, payload_size
+from events.core.admission import Admission, PipelineConfig, payload_size
 from events.core.errors import ErrorCode, ProtocolError
+from events.core.pseudonym import UserPseudonym
 from services.generations import GenerationRegistry
 from services.storage.limits import MemoryRateLimiter
 
