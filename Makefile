@@ -58,10 +58,11 @@ test: install-dev node-deps system-deps lint pytest
 pytest:
 	$(BIN)/pytest
 
-lint:
+lint: node-deps
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	node_modules/.bin/tsc --noEmit -p tsconfig.json   # JSDoc types of the JS client
 
 format:
 	$(BIN)/ruff check --fix .

@@ -2,6 +2,7 @@
 
 import * as api from "./api.js";
 import { describeError } from "./errors.js";
+import { io } from "../vendor/socket.io.esm.min.js";
 import { RelayClient, newRequestId } from "./relay.js";
 import {
   AnswerView,
@@ -156,6 +157,7 @@ function start(auth) {
   loadModels();
   scheduleExpiryWarning();
   state.client = new RelayClient({
+    io,
     getToken: () => state.auth?.token ?? null,
     path: new URL("socket.io", location.href).pathname,
     handlers: {
