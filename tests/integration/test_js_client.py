@@ -36,7 +36,7 @@ async def test_streams_an_answer_in_order(server: RunningServer) -> None:
     assert end["payload"]["finish_reason"] == "stop"
     assert end["text"] == NORMAL_TEXT
     assert "".join(d for name, d in events if name == "text") == NORMAL_TEXT
-    assert [d for name, d in events if name == "ack"][0]["ok"] is True
+    assert next(d for name, d in events if name == "ack")["ok"] is True
 
 
 async def test_cancel_ends_with_cancelled_and_closes_the_upstream(
@@ -50,7 +50,8 @@ async def test_cancel_ends_with_cancelled_and_closes_the_upstream(
     }
     _, end = await probe(options)
     assert end["payload"]["finish_reason"] == "cancelled"
-    assert SLOW_TEXT.startswith(end["text"]) and end["text"] != SLOW_TEXT
+    assert SLOW_TEXT.startswith(end["text"])
+    assert end["text"] != SLOW_TEXT
     rec = await upstream.wait_for_request()
     await upstream.wait_closed(rec, timeout=10)
     assert rec.closed_by_client
@@ -83,7 +84,8 @@ async def test_a_room_answer_and_a_refused_room(server: RunningServer) -> None:
     }
     events, end = await probe(options)
     join = next(data for name, data in events if name == "join")
-    assert join["ok"] is True and join["room"] == "lobby"
+    assert join["ok"] is True
+    assert join["room"] == "lobby"
     assert end["text"] == NORMAL_TEXT
     assert end["payload"]["room"] == "lobby"
 
@@ -91,8 +93,10 @@ async def test_a_room_answer_and_a_refused_room(server: RunningServer) -> None:
     options["request"] = chat("double/normal", room="_reserved")
     events, end = await probe(options)
     join = next(data for name, data in events if name == "join")
-    assert join["ok"] is False and join["error"]["code"] == "forbidden"
-    assert end["event"] == "error" and end["payload"]["code"] == "forbidden"
+    assert join["ok"] is False
+    assert join["error"]["code"] == "forbidden"
+    assert end["event"] == "error"
+    assert end["payload"]["code"] == "forbidden"
 
 
 async def test_token_is_renewed_on_the_open_connection(server: RunningServer) -> None:
@@ -104,7 +108,8 @@ async def test_token_is_renewed_on_the_open_connection(server: RunningServer) ->
     }
     events, end = await probe(options)
     names = [name for name, _ in events]
-    assert "renew" in names and "refreshed" in names, names
+    assert "renew" in names, names
+    assert "refreshed" in names, names
     assert "problem" not in names
     assert end["event"] == "done"
     assert end["text"] == SLOW_TEXT
