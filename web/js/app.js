@@ -3,20 +3,31 @@
 import * as api from "./api.js";
 import { describeError } from "./errors.js";
 import { io } from "../vendor/socket.io.esm.min.js";
-import { RelayClient, newRequestId } from "./relay.js";
+import { RelayClient, Stream, newRequestId } from "./relay.js";
+import { ChatStore, newId, titleOf } from "./store.js";
 import {
   AnswerView,
   Conversation,
   avatar,
   errorBox,
   h,
+  markRefused,
   notice,
   userMessage,
 } from "./view.js";
 
 const AUTH_KEY = "llm-relay.auth";
 const MODEL_KEY = "llm-relay.model";
-const PRIVATE = "private";
+// A request the server refused, or one the model provider refused for what it says: the
+// message is marked refused and never sent again (a retryable refusal offers Retry).
+const REQUEST_FAULTS = new Set([
+  "invalid_payload",
+  "payload_too_large",
+  "model_not_allowed",
+  "forbidden",
+  "upstream_bad_request",
+  "moderation",
+]);
 const ROOM_NAME = /^[A-Za-z0-9_.:-]{1,64}$/;
 const EXPIRY_WARNING_S = 120;
 
@@ -39,6 +50,14 @@ const ui = {
   menuToggle: $("menu-toggle"),
   sidebar: $("sidebar"),
   convList: $("conv-list"),
+  roomList: $("room-list"),
+  newChat: $("new-chat"),
+  clearChats: $("clear-chats"),
+  clearConfirm: $("clear-confirm"),
+  clearYes: $("clear-yes"),
+  clearNo: $("clear-no"),
+  composerError: $("composer-error"),
+  charCount: $("char-count"),
   joinForm: $("join-form"),
   roomName: $("room-name"),
   joinError: $("join-error"),
@@ -62,7 +81,9 @@ const state = {
   client: null,
   session: null,
   convs: new Map(),
-  active: PRIVATE,
+  active: null,
+  store: null, // ChatStore of the signed-in user
+  editing: null, // {conv, msgId} while a message is being edited
   answers: new Map(), // request_id -> {view, conv, stream, retry}
   expiryTimer: null,
   renderQueued: false,
@@ -153,7 +174,8 @@ function start(auth) {
   ui.account.hidden = false;
   ui.menuToggle.hidden = false;
   ui.userName.textContent = auth.username || "";
-  resetConversations();
+  const userId = api.claims(auth.token).sub;
+  state.store = new ChatStore(typeof userId === "string" ? userId : "anonymous");
   loadModels();
   scheduleExpiryWarning();
   state.client = new RelayClient({
@@ -165,12 +187,19 @@ function start(auth) {
       onSession: (s) => {
         state.session = s;
         ui.userName.textContent = s.user?.name ?? "";
-        const maxChars = s.limits?.max_message_chars;
-        if (Number.isInteger(maxChars) && maxChars > 0) ui.prompt.maxLength = maxChars;
+        updateCount();
         if (!ui.model.options.length) fillModels({ default_model: s.default_model, models: [] });
       },
       onText: (stream) => {
         answerFor(stream)?.view.setText(stream.text);
+        queueRender();
+      },
+      onReasoning: (stream) => {
+        answerFor(stream)?.view.setReasoning(stream.reasoning);
+        queueRender();
+      },
+      onToolCall: (stream) => {
+        answerFor(stream)?.view.setToolCalls(stream.toolCalls);
         queueRender();
       },
       onStreamStart: (stream) => answerFor(stream),
@@ -181,15 +210,20 @@ function start(auth) {
         if (conv && Array.isArray(p.members)) setMembers(conv, p.members);
       },
       onRejoin: (room, ack) => {
-        const conv = state.convs.get(roomKey(room));
-        if (!conv) return;
-        if (ack?.ok) applyJoin(conv, ack);
-        else conv.append(notice(`Could not rejoin: ${describeError(ack?.error).title}`, "error"));
+        const conv = state.convs.get(roomKey(room)) ?? addRoom(room);
+        if (ack?.ok) {
+          applyJoin(conv, ack);
+          return;
+        }
+        conv.append(notice(`Could not rejoin: ${describeError(ack?.error).title}`, "error"));
+        saveRooms();
       },
       onRefused: onRefused,
       onProblem: onConnectionProblem,
     },
   });
+  resetConversations();
+  restore();
   state.client.connect();
   ui.prompt.focus();
 }
@@ -197,10 +231,30 @@ function start(auth) {
 function resetConversations() {
   state.convs.clear();
   state.answers.clear();
+  state.editing = null;
   ui.convList.replaceChildren();
+  ui.roomList.replaceChildren();
   ui.messages.replaceChildren();
-  addConversation(new Conversation(PRIVATE, "Private chat", null));
-  activate(PRIVATE);
+  state.active = null;
+}
+
+/** After sign-in or a reload: the saved chats, the rooms to rejoin, answers to resume. */
+function restore() {
+  const chats = state.store.chats();
+  for (const chat of [...chats].reverse()) addChat(chat);
+  for (const room of state.store.rooms()) {
+    addRoom(room);
+    state.client.rooms.add(room); // joined again on connect (RelayClient)
+  }
+  for (const chat of chats) {
+    if (!chat.pending?.requestId) continue;
+    const conv = state.convs.get(chatKey(chat.id));
+    const stream = new Stream(chat.pending.requestId, null, true);
+    newAnswer(conv, stream.requestId, true, stream, chat.pending.model);
+    state.client.adopt(stream); // resumed from the start once connected
+  }
+  const newest = chats[0];
+  activate(newest ? chatKey(newest.id) : newChat().key);
 }
 
 // -- models ---------------------------------------------------------------------------
@@ -237,29 +291,84 @@ function roomKey(room) {
   return `room:${room}`;
 }
 
-function addConversation(conv) {
+function chatKey(id) {
+  return `chat:${id}`;
+}
+
+function addConversation(conv, list, icon) {
   state.convs.set(conv.key, conv);
   const badge = h("span", { class: "unread", hidden: true });
+  conv.label = h("span", { class: "conv-name" }, conv.title);
   const button = h(
     "button",
     { type: "button", class: "conv-btn", onclick: () => activate(conv.key) },
-    h("span", { class: "conv-icon", "aria-hidden": "true" }, conv.room ? "#" : "✦"),
-    h("span", { class: "conv-name" }, conv.title),
+    h("span", { class: "conv-icon", "aria-hidden": "true" }, icon),
+    conv.label,
     badge,
   );
   conv.navItem = h("li", { dataset: { conv: conv.key } }, button);
   conv.navButton = button;
   conv.badge = badge;
-  ui.convList.append(conv.navItem);
+  if (conv.room) list.append(conv.navItem);
+  else list.prepend(conv.navItem); // newest chat first
   conv.list.hidden = true;
   ui.messages.append(conv.list);
+  return conv;
+}
+
+/** A private chat: its messages are kept in the browser and sent whole each time. */
+function addChat(chat) {
+  const conv = new Conversation(chatKey(chat.id), titleOf(chat), null);
+  conv.chat = chat;
+  addConversation(conv, ui.convList, "✦");
+  conv.navItem.hidden = !chat.messages.length && !chat.pending;
+  for (const message of chat.messages) showStored(conv, message);
+  updateLatest(conv);
+  return conv;
+}
+
+function newChat() {
+  const current = activeConv();
+  if (current?.chat && !current.chat.messages.length && !current.chat.pending) return current;
+  return addChat({ id: newId(), title: "New chat", updated: Date.now(), messages: [] });
+}
+
+function addRoom(room) {
+  return addConversation(new Conversation(roomKey(room), room, room), ui.roomList, "#");
+}
+
+function saveChat(conv) {
+  if (!conv.chat) return;
+  state.store?.save(conv.chat);
+  conv.title = titleOf(conv.chat);
+  conv.label.textContent = conv.title;
+  conv.navItem.hidden = false;
+  if (conv.key === state.active) ui.chatTitle.textContent = conv.title;
+}
+
+function saveRooms() {
+  state.store?.saveRooms([...state.convs.values()].filter((c) => c.room).map((c) => c.room));
+}
+
+function clearSavedChats() {
+  state.store?.clear();
+  for (const conv of [...state.convs.values()]) {
+    if (!conv.chat) continue;
+    for (const entry of ownStreaming(conv)) state.client?.cancel(entry.stream.requestId);
+    removeConversation(conv);
+  }
+  saveRooms(); // the rooms still joined stay remembered
+  activate(newChat().key);
 }
 
 function removeConversation(conv) {
   state.convs.delete(conv.key);
   conv.navItem.remove();
   conv.list.remove();
-  if (state.active === conv.key) activate(PRIVATE);
+  if (state.active === conv.key) {
+    const next = [...state.convs.values()].find((c) => c.chat);
+    activate((next ?? newChat()).key);
+  }
 }
 
 function activeConv() {
@@ -269,6 +378,7 @@ function activeConv() {
 function activate(key) {
   const conv = state.convs.get(key);
   if (!conv) return;
+  if (state.editing && state.editing.conv !== conv) cancelEdit();
   state.active = key;
   for (const other of state.convs.values()) {
     const on = other === conv;
@@ -338,9 +448,9 @@ async function joinRoom(room) {
     ui.joinError.textContent = info.detail ? `${info.title} ${info.detail}` : info.title;
     return;
   }
-  const conv = new Conversation(roomKey(room), room, room);
-  addConversation(conv);
+  const conv = state.convs.get(roomKey(room)) ?? addRoom(room);
   applyJoin(conv, ack);
+  saveRooms();
   ui.roomName.value = "";
   activate(conv.key);
   ui.prompt.focus();
@@ -362,6 +472,7 @@ async function leaveRoom(conv) {
     }
   }
   removeConversation(conv);
+  saveRooms();
   await state.client?.leave(conv.room);
 }
 
@@ -378,6 +489,7 @@ function showRoomMessage(conv, message, live) {
   if (message.role === "assistant") {
     const text = typeof message.content === "string" ? message.content : "";
     if (conv.streamedTexts.has(text)) return; // shown live already
+    if (state.answers.has(message.id)) return;
     const view = new AnswerView({ requestId: message.id, label: "Assistant", ts: message.ts });
     view.setText(text);
     view.finish("done", {});
@@ -400,6 +512,106 @@ function showRoomMessage(conv, message, live) {
   }
 }
 
+// -- private chats: stored messages, edit, regenerate ---------------------------------
+
+function myName() {
+  return state.session?.user?.name ?? state.auth?.username ?? "You";
+}
+
+/** Render one stored message of a private chat. */
+function showStored(conv, message) {
+  if (message.role === "user") {
+    const node = userMessage({
+      name: myName(),
+      content: message.content,
+      mine: true,
+      msgId: message.id,
+      onEdit: () => startEdit(conv, message.id),
+    });
+    if (message.refused) markRefused(node, message.refused);
+    conv.append(node);
+    return;
+  }
+  const view = new AnswerView({
+    requestId: message.id,
+    label: message.model ?? "Assistant",
+    mine: true,
+    onRegenerate: () => regenerate(conv),
+  });
+  view.node.dataset.msgId = message.id;
+  view.setText(message.content);
+  if (message.reasoning) view.setReasoning(message.reasoning);
+  if (message.toolCalls?.length) view.setToolCalls(message.toolCalls);
+  view.finish("done", { finish_reason: message.finish ?? "stop", model: message.model });
+  conv.views.set(message.id, view);
+  conv.append(view.node);
+}
+
+/** Only the newest answer of a private chat offers Regenerate. */
+function updateLatest(conv) {
+  const nodes = [...conv.list.querySelectorAll("li.msg-assistant")];
+  const last = nodes.at(-1);
+  for (const view of [...conv.views.values(), ...answerViews(conv)]) {
+    view.setLatest(view.node === last);
+  }
+}
+
+function answerViews(conv) {
+  return [...state.answers.values()].filter((e) => e.conv === conv).map((e) => e.view);
+}
+
+/** Remove `node` and every message after it from a conversation's list. */
+function removeFrom(conv, node) {
+  let current = node;
+  while (current) {
+    const next = current.nextElementSibling;
+    const requestId = current.dataset?.requestId;
+    if (requestId) {
+      const entry = state.answers.get(requestId);
+      if (entry?.stream && !entry.stream.finished) state.client?.cancel(requestId);
+      state.answers.delete(requestId);
+      conv.views.delete(requestId);
+    }
+    current.remove();
+    current = next;
+  }
+}
+
+function regenerate(conv) {
+  const chat = conv.chat;
+  if (!chat || ownStreaming(conv).length) return;
+  const lastUser = chat.messages.findLastIndex((m) => m.role === "user" && !m.refused);
+  if (lastUser < 0) return;
+  const userNode = conv.list.querySelector(`[data-msg-id="${chat.messages[lastUser].id}"]`);
+  chat.messages.splice(lastUser + 1);
+  if (userNode?.nextElementSibling) removeFrom(conv, userNode.nextElementSibling);
+  saveChat(conv);
+  sendPrivate(conv, chat.messages[lastUser]);
+}
+
+function startEdit(conv, msgId) {
+  const message = conv.chat?.messages.find((m) => m.id === msgId);
+  if (!message) return;
+  state.editing = { conv, msgId };
+  ui.composer.classList.add("editing");
+  ui.prompt.value = message.content;
+  ui.composerError.textContent = "";
+  ui.send.textContent = "Save & send";
+  updateCount();
+  autoGrow();
+  ui.prompt.focus();
+}
+
+function cancelEdit() {
+  if (!state.editing) return;
+  state.editing = null;
+  ui.composer.classList.remove("editing");
+  ui.send.textContent = "Send";
+  ui.prompt.value = "";
+  updateCount();
+  autoGrow();
+}
+
 // -- sending and streaming ------------------------------------------------------------
 
 function answerFor(stream) {
@@ -408,24 +620,27 @@ function answerFor(stream) {
     entry.stream = stream;
     return entry;
   }
-  const conv = stream.room ? state.convs.get(roomKey(stream.room)) : state.convs.get(PRIVATE);
+  if (!stream.room) return null; // private answers are created when sent or restored
+  const conv = state.convs.get(roomKey(stream.room));
   if (!conv) return null;
   entry = newAnswer(conv, stream.requestId, stream.mine, stream);
   markUnread(conv);
   return entry;
 }
 
-function newAnswer(conv, requestId, mine, stream = null) {
-  const entry = { conv, stream, retry: null };
+function newAnswer(conv, requestId, mine, stream = null, model = null) {
+  const entry = { conv, stream, retry: null, userMsgId: null };
   entry.view = new AnswerView({
     requestId,
-    label: modelLabel(),
+    label: model ?? modelLabel(),
     mine,
     onStop: () => state.client?.cancel(requestId),
     onRetry: mine ? () => entry.retry?.() : null,
+    onRegenerate: conv.chat ? () => regenerate(conv) : null,
   });
   state.answers.set(requestId, entry);
   conv.append(entry.view.node);
+  if (conv.chat) updateLatest(conv);
   scrollToEnd(true);
   return entry;
 }
@@ -434,7 +649,44 @@ function modelLabel() {
   return ui.model.value || state.session?.default_model || "Assistant";
 }
 
-async function send(text, { retryOf = null } = {}) {
+function maxChars() {
+  const limit = state.session?.limits?.max_message_chars;
+  return Number.isInteger(limit) && limit > 0 ? limit : null;
+}
+
+/** Characters as the server counts them (code points). */
+function charCount(text) {
+  let n = 0;
+  for (const _ of text) n += 1;
+  return n;
+}
+
+function updateCount() {
+  const text = ui.prompt.value;
+  const limit = maxChars();
+  const count = text.length > 5000 ? charCount(text) : text.length && charCount(text);
+  const over = limit !== null && count > limit;
+  ui.charCount.textContent = count ? `${count.toLocaleString("en")}${limit ? ` / ${limit.toLocaleString("en")}` : ""}` : "";
+  ui.charCount.classList.toggle("over", over);
+  if (!over && ui.composerError.dataset.reason === "length") {
+    ui.composerError.textContent = "";
+    delete ui.composerError.dataset.reason;
+  }
+  return { count, limit, over };
+}
+
+/** The box refuses what the server would refuse, and says why (the text stays). */
+function refuseTooLong() {
+  const { count, limit, over } = updateCount();
+  if (!over) return false;
+  ui.composerError.dataset.reason = "length";
+  ui.composerError.textContent =
+    `Not sent: this message has ${count.toLocaleString("en")} characters and the server ` +
+    `accepts at most ${limit.toLocaleString("en")}. Shorten it or send it in parts.`;
+  return true;
+}
+
+async function send(text) {
   const conv = activeConv();
   if (!conv || !text.trim()) return;
   if (!state.client?.connected) {
@@ -442,60 +694,138 @@ async function send(text, { retryOf = null } = {}) {
     return;
   }
   hideNotice();
+  if (conv.room) {
+    await sendRoom(conv, text);
+    return;
+  }
+  if (state.editing?.conv === conv) {
+    const { msgId } = state.editing;
+    const at = conv.chat.messages.findIndex((m) => m.id === msgId);
+    const node = conv.list.querySelector(`[data-msg-id="${msgId}"]`);
+    if (node) removeFrom(conv, node);
+    if (at >= 0) conv.chat.messages.splice(at);
+    state.editing = null;
+    ui.composer.classList.remove("editing");
+    ui.send.textContent = "Send";
+  }
+  const message = { id: newId(), role: "user", content: text };
+  conv.chat.messages.push(message);
+  conv.append(
+    userMessage({
+      name: myName(),
+      id: state.session?.user?.id,
+      content: text,
+      mine: true,
+      msgId: message.id,
+      onEdit: () => startEdit(conv, message.id),
+    }),
+  );
+  saveChat(conv);
+  await sendPrivate(conv, message);
+}
+
+/** Send a private chat's conversation (refused messages left out) for a new answer. */
+async function sendPrivate(conv, userMessageEntry) {
+  const chat = conv.chat;
   const model = ui.model.value || undefined;
   const requestId = newRequestId();
-  const payload = { request_id: requestId, model };
-  let entry = null;
-  if (conv.room) {
-    payload.room = conv.room;
-    payload.messages = [{ role: "user", content: text }];
-  } else {
-    if (!retryOf) {
-      const name = state.session?.user?.name ?? "You";
-      conv.append(userMessage({ name, id: state.session?.user?.id, content: text, mine: true }));
-      conv.context.push({ role: "user", content: text });
-    }
-    payload.messages = trimContext(conv.context);
-    entry = newAnswer(conv, requestId, true);
-  }
-  const { stream, ack } = state.client.chat(payload);
-  if (entry) entry.stream = stream;
+  const limit = state.session?.limits?.max_messages ?? 500;
+  const messages = chat.messages
+    .filter((m) => !m.refused)
+    .map((m) => ({ role: m.role, content: m.content }))
+    .slice(-limit);
+  const entry = newAnswer(conv, requestId, true, null, model);
+  entry.userMsgId = userMessageEntry.id;
+  chat.pending = { requestId, model };
+  saveChat(conv);
+  const { stream, ack } = state.client.chat({ request_id: requestId, model, messages });
+  entry.stream = stream;
+  entry.retry = () => {
+    removeFrom(conv, entry.view.node);
+    const refused = chat.messages.find((m) => m.id === entry.userMsgId);
+    if (refused) delete refused.refused;
+    conv.list.querySelector(`[data-msg-id="${entry.userMsgId}"]`)?.replaceWith(
+      userMessage({
+        name: myName(),
+        content: userMessageEntry.content,
+        mine: true,
+        msgId: userMessageEntry.id,
+        onEdit: () => startEdit(conv, userMessageEntry.id),
+      }),
+    );
+    saveChat(conv);
+    sendPrivate(conv, userMessageEntry);
+  };
   updateComposer(true);
-  const reply = await ack;
-  if (conv.room && reply?.ok) answerFor(stream); // the shared answer's place, once accepted
-  const current = state.answers.get(requestId);
-  if (current) current.retry = () => retry(conv, current, text);
+  await ack;
   updateComposer();
 }
 
-function retry(conv, entry, text) {
-  entry.view.node.remove();
-  state.answers.delete(entry.view.requestId);
-  if (conv.room) {
-    send(text);
-  } else {
-    send(text, { retryOf: entry });
+async function sendRoom(conv, text) {
+  const model = ui.model.value || undefined;
+  const payload = {
+    request_id: newRequestId(),
+    model,
+    room: conv.room,
+    messages: [{ role: "user", content: text }],
+  };
+  const { stream, ack } = state.client.chat(payload);
+  updateComposer(true);
+  const reply = await ack;
+  if (reply?.ok) answerFor(stream); // the shared answer's place, once accepted
+  const current = state.answers.get(stream.requestId);
+  if (current) {
+    current.retry = () => {
+      removeFrom(conv, current.view.node);
+      sendRoom(conv, text);
+    };
+  } else if (!reply?.ok) {
+    showNotice(reply?.error ?? { code: "internal" });
   }
-}
-
-function trimContext(context) {
-  const limit = state.session?.limits?.max_messages ?? 500;
-  return context.slice(-limit);
+  updateComposer();
 }
 
 function onStreamEnd(stream, event, payload) {
   const entry = answerFor(stream);
   if (!entry) return;
   entry.view.setText(stream.text);
+  if (stream.reasoning) entry.view.setReasoning(stream.reasoning);
+  if (stream.toolCalls.length) entry.view.setToolCalls(stream.toolCalls);
   entry.view.finish(event, payload);
   const conv = entry.conv;
-  if (event === "done") {
-    if (conv.room) conv.streamedTexts.add(stream.text);
-    else if (stream.text) conv.context.push({ role: "assistant", content: stream.text });
-  }
+  if (conv.chat) endPrivate(conv, entry, stream, event, payload);
+  else if (event === "done") conv.streamedTexts.add(stream.text);
   if (conv.room && !stream.mine) markUnread(conv);
   scrollToEnd();
   updateComposer();
+}
+
+function endPrivate(conv, entry, stream, event, payload) {
+  const chat = conv.chat;
+  if (chat.pending?.requestId === stream.requestId) chat.pending = null;
+  if (event === "done" && (stream.text || stream.toolCalls.length)) {
+    entry.view.node.dataset.msgId = stream.requestId;
+    chat.messages.push({
+      id: stream.requestId,
+      role: "assistant",
+      content: stream.text,
+      model: payload?.model ?? undefined,
+      reasoning: stream.reasoning || undefined,
+      toolCalls: stream.toolCalls.length
+        ? stream.toolCalls.map((c) => ({ name: c.name, arguments: c.arguments }))
+        : undefined,
+      finish: payload?.finish_reason ?? undefined,
+    });
+  } else if (event === "error" && REQUEST_FAULTS.has(payload?.code) && entry.userMsgId) {
+    // The request was refused for what it holds: mark its message, never send it again.
+    const message = chat.messages.find((m) => m.id === entry.userMsgId);
+    const reason = describeError(payload).title;
+    if (message) message.refused = reason;
+    const node = conv.list.querySelector(`[data-msg-id="${entry.userMsgId}"]`);
+    if (node) markRefused(node, reason);
+  }
+  saveChat(conv);
+  updateLatest(conv);
 }
 
 function ownStreaming(conv) {
@@ -732,10 +1062,32 @@ function wireStaticUi() {
       event.preventDefault();
       if (!ui.send.hidden && !ui.send.disabled) submitPrompt();
     } else if (event.key === "Escape") {
-      stopActive();
+      if (state.editing) cancelEdit();
+      else stopActive();
     }
   });
-  ui.prompt.addEventListener("input", autoGrow);
+  ui.prompt.addEventListener("input", () => {
+    autoGrow();
+    updateCount();
+  });
+  ui.newChat.addEventListener("click", () => {
+    activate(newChat().key);
+    ui.prompt.focus();
+  });
+  ui.clearChats.addEventListener("click", () => {
+    ui.clearChats.hidden = true;
+    ui.clearConfirm.hidden = false;
+    ui.clearNo.focus();
+  });
+  const closeConfirm = () => {
+    ui.clearConfirm.hidden = true;
+    ui.clearChats.hidden = false;
+  };
+  ui.clearNo.addEventListener("click", closeConfirm);
+  ui.clearYes.addEventListener("click", () => {
+    clearSavedChats();
+    closeConfirm();
+  });
   ui.stop.addEventListener("click", () => {
     stopActive();
     ui.prompt.focus();
@@ -749,8 +1101,11 @@ function wireStaticUi() {
 function submitPrompt() {
   const text = ui.prompt.value;
   if (!text.trim()) return;
+  if (refuseTooLong()) return;
+  ui.composerError.textContent = "";
   ui.prompt.value = "";
   autoGrow();
+  updateCount();
   send(text);
 }
 
