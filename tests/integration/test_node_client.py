@@ -68,7 +68,7 @@ async def test_prints_the_streamed_answer(server: RunningServer) -> None:
     run = await node("--url", server.url, "--token", make_token("alice"), "Say hello")
     assert await run.finish() == 0, run.stderr
     assert run.stdout == NORMAL_TEXT + "\n"
-    assert "[stop, google/gemini-flash-1.5," in run.stderr
+    assert "[stop, openrouter/auto," in run.stderr
 
 
 async def test_logs_in_with_a_password_from_the_environment(
