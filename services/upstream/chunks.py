@@ -2,9 +2,10 @@
 
 Only ``choices[0]`` is read (``n`` is never asked for).  The reasoning text is
 ``delta.reasoning`` (OpenRouter) or ``delta.reasoning_content`` (DeepSeek, vLLM, LiteLLM).
-A chunk whose ``error`` is absent or ``null`` is a normal chunk; an ``error`` object, or
-``finish_reason: "error"``, raises ``StreamErrorChunk`` with the upstream's code (a number or
-a numeric string, read as the HTTP status it stands for) and its text, for the log only.
+A chunk whose ``error`` is absent or ``null`` is a normal chunk; an ``error`` object, a
+vLLM-style ``{"object": "error", ...}``, or ``finish_reason: "error"``, raises
+``StreamErrorChunk`` with the upstream's code (a number or a numeric string, read as the
+HTTP status it stands for) and its text, for the log only.
 """
 
 from __future__ import annotations
@@ -64,6 +65,8 @@ def parse_chunk(payload: bytes) -> Chunk:
         if isinstance(value, str):
             native = value
     error = obj.get("error")
+    if error is None and not choices and obj.get("object") == "error":
+        error = obj  # vLLM's in-stream error: {"object": "error", "message", "code"}
     if error is not None or finish == "error":
         raise _stream_error(error)
     model, usage, gen_id, provider = (

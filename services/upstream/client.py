@@ -15,8 +15,6 @@ import random
 from collections.abc import AsyncGenerator
 from contextlib import aclosing, suppress
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from typing import Any, Protocol
 
 import aiohttp
@@ -34,9 +32,11 @@ from services.upstream.catalogue import fetch_model_list
 from services.upstream.failures import (
     RETRY_STATUSES,
     Retryable,
+    error_detail,
     failure,
     kind_for_status,
     log_detail,
+    parse_retry_after,
 )
 from services.upstream.reader import ResponseReader
 
@@ -250,9 +250,9 @@ class UpstreamClient:
         status = resp.status
         detail = None
         with suppress(orjson.JSONDecodeError):
-            detail = _error_detail(orjson.loads(body))
+            detail = error_detail(orjson.loads(body))
         log_detail(f"HTTP {status}", detail, self._settings.api_key)
-        retry_after = _parse_retry_after(resp.headers.get("Retry-After"))
+        retry_after = parse_retry_after(resp.headers.get("Retry-After"))
         return failure(kind_for_status(status), status=status, retry_after=retry_after)
 
     def _retry_delay(self, error: UpstreamError, attempt: int, deadline: float) -> float | None:
@@ -270,30 +270,3 @@ class UpstreamClient:
                 error.retry_after = max(1.0, ceiling)
             return None
         return delay
-
-
-def _error_detail(obj: object) -> str | None:
-    """`error.message` (or a bare `error` string) of an upstream JSON object."""
-    if not isinstance(obj, dict):
-        return None
-    error = obj.get("error")
-    if isinstance(error, dict):
-        error = error.get("message")
-    return error if isinstance(error, str) else None
-
-
-def _parse_retry_after(value: str | None) -> float | None:
-    """Retry-After as seconds from now: delta-seconds or an HTTP date."""
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())

@@ -8,6 +8,8 @@ cut short, on one line, with the API key replaced by ``***``.
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 
 from services.upstream.base import UpstreamError, UpstreamFailure
 
@@ -65,3 +67,30 @@ def log_detail(what: str, detail: str | None, secret: str | None) -> None:
     if secret:
         detail = detail.replace(secret, "***")
     logger.warning("upstream %s: %r", what, detail[:DETAIL_LIMIT])
+
+
+def error_detail(obj: object) -> str | None:
+    """`error.message` (or a bare `error` string) of an upstream JSON object."""
+    if not isinstance(obj, dict):
+        return None
+    error = obj.get("error")
+    if isinstance(error, dict):
+        error = error.get("message")
+    return error if isinstance(error, str) else None
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Retry-After as seconds from now: delta-seconds or an HTTP date."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())

@@ -155,7 +155,7 @@ class ResponseReader:
             try:
                 chunk = parse_chunk(payload)
             except MalformedChunk:
-                log_detail("malformed data line", payload[:200].decode(errors="replace"), None)
+                log_detail(f"malformed data line ({len(payload)} bytes)", None, None)
                 self._failure = failure(UpstreamFailure.STREAM)
                 break
             except StreamErrorChunk as exc:

@@ -43,6 +43,7 @@ PROVIDER = "Local simulator"
 _SNIPPET_CHARS = 200
 _ARGUMENT_PIECE_CHARS = 8
 _WORD = re.compile(r"\s*\S+\s*")
+_PLACE = re.compile(r"\b(?:in|at|for)\s+([A-Z][\w.'-]*(?:[ ,]+[A-Z][\w.'-]*)*)")
 
 _BODY = """
 
@@ -86,6 +87,12 @@ def reasoning_text(user_text: str) -> str:
 def split_words(text: str) -> list[str]:
     """Word-sized tokens with their whitespace; ``"".join(result) == text``."""
     return _WORD.findall(text) or ([text] if text else [])
+
+
+def place_in(text: str) -> str:
+    """The place a weather question names (``"… in Lyon?"`` → ``"Lyon"``), else the text."""
+    match = _PLACE.search(text)
+    return match.group(1).strip(" ,") if match else _snippet(text) or "Paris"
 
 
 def _snippet(text: str) -> str:
@@ -211,7 +218,7 @@ class Simulator:
             text = _TOOL_RESULT.format(name=name, result=_snippet(_text(last.get("content"))))
         elif names:
             name = "get_weather" if "get_weather" in names else names[0]
-            arguments = orjson.dumps({"location": _snippet(user_text) or "Paris"}).decode()
+            arguments = orjson.dumps({"location": place_in(user_text)}).decode()
             pieces = [
                 arguments[i : i + _ARGUMENT_PIECE_CHARS]
                 for i in range(0, len(arguments), _ARGUMENT_PIECE_CHARS)

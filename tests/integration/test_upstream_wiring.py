@@ -13,6 +13,7 @@ from server.settings import Settings
 from services.upstream.simulator import REASONING_MODEL, SIMULATOR_MODEL_IDS, reply_text
 from tests.harness import JWT_SECRET, Recorder, make_token, run_server
 from tests.upstream_double import UpstreamDouble
+from tests.upstream_scenarios import NORMAL_TEXT
 
 HI = [{"role": "user", "content": "Hi!"}]
 
@@ -65,3 +66,20 @@ async def test_sequential_chats_reuse_one_upstream_connection(
             assert (await rec.terminal(f"r{i}"))[0] == "done"
     assert [r.completed for r in upstream.requests] == [True] * 4
     assert upstream.connections == 1
+
+
+async def test_a_model_thinking_longer_than_the_first_token_timeout_completes(
+    upstream: UpstreamDouble,
+    settings_for: Callable[..., Any],
+    recorders: Callable[[], Recorder],
+) -> None:
+    settings = settings_for(upstream_first_token_timeout_s=3, upstream_idle_timeout_s=3)
+    async with run_server(settings) as srv:
+        rec = recorders()
+        await rec.connect(srv.url, make_token("alice"))
+        request = {"request_id": "think", "messages": HI, "model": "double/slow_thinker"}
+        assert (await rec.call("chat", request))["ok"] is True
+        event, done = await rec.terminal("think", timeout=20)
+    assert event == "done", done
+    assert done["finish_reason"] == "stop"
+    assert rec.text("think") == NORMAL_TEXT

@@ -14,6 +14,7 @@ from services.upstream.simulator import (
     SIMULATOR_MODEL_IDS,
     TOOLS_MODEL,
     Simulator,
+    place_in,
     reasoning_text,
     reply_text,
     split_words,
@@ -41,6 +42,13 @@ async def chunks_of(request: dict[str, Any]) -> list[Chunk]:
         return [chunk async for batch in sim.stream(request) for chunk in batch]
     finally:
         await sim.aclose()
+
+
+def test_the_place_of_a_weather_question() -> None:
+    assert place_in("What's the weather in Lyon?") == "Lyon"
+    assert place_in("weather for New York, please") == "New York"
+    assert place_in("Saint-Étienne") == "Saint-Étienne"
+    assert place_in("") == "Paris"
 
 
 def test_reply_says_it_is_a_simulator_and_quotes_the_user() -> None:
@@ -92,7 +100,7 @@ async def test_reasoning_model_thinks_first_then_answers() -> None:
 
 
 async def test_tools_model_calls_the_offered_tool_in_pieces() -> None:
-    ask = {"role": "user", "content": "Lyon"}
+    ask = {"role": "user", "content": "What's the weather in Lyon?"}
     chunks = await chunks_of(body(TOOLS_MODEL, ask, tools=[WEATHER_TOOL]))
     deltas = [d for c in chunks for d in c.tool_calls or []]
     assert len(deltas) > 2

@@ -18,9 +18,8 @@ from services.upstream.client import (
     UpstreamError,
     UpstreamFailure,
     UpstreamSettings,
-    _parse_retry_after,
 )
-from services.upstream.failures import TEXT
+from services.upstream.failures import TEXT, parse_retry_after
 
 KEY = "sk-or-test-secret-key"
 BODY = {"model": "test/model", "messages": [{"role": "user", "content": "hi"}]}
@@ -192,6 +191,18 @@ async def test_comments_and_split_frames(start: Any, session: Any) -> None:
 async def test_missing_done_after_finish_is_fine(start: Any, session: Any) -> None:
     up = await start(sse(frame("ok"), frame("", "length")))
     assert text(await collect(await make(session, up.url))) == "ok"
+
+
+async def test_a_stream_without_progress_still_yields_its_chunks(start: Any, session: Any) -> None:
+    up = await start(sse(frame("", role="assistant"), USAGE, DONE))
+    batches = await collect(await make(session, up.url))
+    chunks = [chunk for batch in batches for chunk in batch]
+    assert (len(chunks), chunks[-1].usage is not None) == (2, True)
+
+
+async def test_an_overlong_line_is_a_stream_error(start: Any, session: Any) -> None:
+    up = await start(sse(frame("x"), b"data: " + b"y" * (1 << 20) + b"\n\n"))
+    assert (await failure(await make(session, up.url))).kind is UpstreamFailure.STREAM
 
 
 async def test_truncated_stream(start: Any, session: Any) -> None:
@@ -452,13 +463,13 @@ async def test_stopping_closes_the_connection(start: Any, session: Any, how: str
     await asyncio.wait_for(closed.wait(), 1)
 
 
-def test_parse_retry_after() -> None:
-    assert _parse_retry_after("3") == 3.0
-    assert _parse_retry_after("1.5") == 1.5
-    assert _parse_retry_after(None) is None
-    assert _parse_retry_after("soon") is None
-    assert _parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0
-    future = _parse_retry_after(
+def testparse_retry_after() -> None:
+    assert parse_retry_after("3") == 3.0
+    assert parse_retry_after("1.5") == 1.5
+    assert parse_retry_after(None) is None
+    assert parse_retry_after("soon") is None
+    assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0
+    future = parse_retry_after(
         time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(time.time() + 30))
     )
     assert future is not None
