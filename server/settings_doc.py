@@ -30,6 +30,8 @@ MEANINGS: dict[str, str] = {
     "openrouter_app_title": "sent as `X-Title` (OpenRouter app attribution)",
     "default_model": "model when a request names none (`--demo`: the simulator's)",
     "allowed_models": "comma-separated allowlist; empty allows all (`--demo`: the simulator's)",
+    "upstream_dialect": "`openrouter`, or `openai` for a plain OpenAI-compatible server "
+    "(OpenRouter-only fields refused, usage via `stream_options`)",
     "upstream_connect_timeout_s": "upstream connect timeout → `upstream_timeout`",
     "upstream_first_token_timeout_s": "wait for the first upstream progress → `upstream_timeout`",
     "upstream_idle_timeout_s": "longest gap between upstream chunks → `upstream_timeout`",
