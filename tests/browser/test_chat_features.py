@@ -15,7 +15,7 @@ from tests.browser.chatpage import ChatPage
 from tests.browser.conftest import PASSWORD
 from tests.harness import base_settings, run_server
 from tests.upstream_double import UpstreamDouble
-from tests.upstream_scenarios import NORMAL_TEXT, SLOW_TEXT
+from tests.upstream_scenarios import NORMAL_TEXT, REASONING_TEXT, SLOW_TEXT
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(120)]
 
@@ -298,4 +298,40 @@ async def test_code_in_both_bubbles_passes_wcag_aa(open_page: OpenPage, scheme: 
         assert len(samples) >= 5, samples  # inline code and several highlighted tokens
         low = [(s["text"], round(contrast(s["fg"], s["bg"]), 2)) for s in samples]
         assert all(ratio >= 4.5 for _, ratio in low), (scheme, low)
+    assert chat.errors == []
+
+
+async def test_reasoning_is_a_collapsible_block_above_the_answer(open_page: OpenPage) -> None:
+    chat = await open_page()
+    await chat.guest()
+    await chat.choose_model("double/reasoning")
+    await chat.send("Hello")
+    answer = await chat.latest_answer()
+    await chat.wait_answer_state(answer, "done")
+    block = answer.locator("details.reasoning")
+    assert await block.is_visible()
+    assert await block.get_attribute("open") is None  # collapsed: the answer comes first
+    assert await block.locator("summary").inner_text() == "Reasoning"
+    above = (
+        "(el) => !!(el.compareDocumentPosition(el.parentElement.querySelector('.msg-body')) & 4)"
+    )
+    assert await block.evaluate(above)
+    await block.locator("summary").click()
+    assert await block.locator(".reasoning-body").inner_text() == REASONING_TEXT.strip()
+    assert await chat.answer_text(answer).inner_text() == NORMAL_TEXT
+    assert chat.errors == []
+
+
+async def test_tool_calls_are_shown_as_named_calls_with_arguments(open_page: OpenPage) -> None:
+    chat = await open_page()
+    await chat.guest()
+    await chat.choose_model("double/tool_calls_parallel")
+    await chat.send("Weather and time in Paris?")
+    answer = await chat.latest_answer()
+    await chat.wait_answer_state(answer, "done")
+    calls = answer.locator(".tool-call")
+    assert await calls.locator(".tool-name").all_inner_texts() == ["get_weather(…)", "get_time(…)"]
+    args = await calls.locator(".tool-args").all_inner_texts()
+    assert args == ['{\n  "location": "Paris, FR"\n}', '{\n  "timezone": "Europe/Paris"\n}']
+    await answer.locator(".badge", has_text="Called tools").wait_for()  # the finish reason
     assert chat.errors == []

@@ -11,7 +11,12 @@ import pytest
 from tests.harness import RunningServer, make_token
 from tests.integration.test_node_socketio_client import ROOT, run_probe
 from tests.upstream_double import UpstreamDouble
-from tests.upstream_scenarios import NORMAL_TEXT, SLOW_TEXT
+from tests.upstream_scenarios import (
+    NORMAL_TEXT,
+    PARALLEL_TOOL_CALLS,
+    REASONING_TEXT,
+    SLOW_TEXT,
+)
 
 pytestmark = [pytest.mark.node, pytest.mark.timeout(60)]
 
@@ -125,3 +130,32 @@ async def test_a_refused_request_ends_the_stream_once(server: RunningServer) -> 
     assert end["event"] == "error"
     assert end["payload"]["code"] == "invalid_payload"
     assert [name for name, _ in events].count("end") == 1
+
+
+async def test_reasoning_and_tool_calls_arrive_as_typed_events_in_seq_order(
+    server: RunningServer,
+) -> None:
+    token = make_token("alice")
+    events, end = await probe(
+        {"url": server.url, "token": token, "request": chat("double/reasoning")}
+    )
+    assert end["reasoning"] == REASONING_TEXT
+    assert end["text"] == NORMAL_TEXT
+    kinds = [name for name, _ in events if name in ("reasoning", "text")]
+    assert kinds == sorted(kinds)  # every reasoning delta before the first text delta
+    assert "".join(d for name, d in events if name == "reasoning") == REASONING_TEXT
+    assert end["lastSeq"] == end["payload"]["last_seq"]
+
+    request = chat("double/tool_calls_parallel")
+    events, end = await probe({"url": server.url, "token": token, "request": request})
+    assert end["payload"]["finish_reason"] == "tool_calls"
+    assert end["payload"]["tool_calls"] == PARALLEL_TOOL_CALLS
+    assert [
+        {
+            "id": c["id"],
+            "type": "function",
+            "function": {"name": c["name"], "arguments": c["arguments"]},
+        }
+        for c in end["toolCalls"]
+    ] == PARALLEL_TOOL_CALLS
+    assert len([name for name, _ in events if name == "tool_call"]) >= 2  # (pieces may join)

@@ -731,7 +731,7 @@ async function sendPrivate(conv, userMessageEntry) {
   const requestId = newRequestId();
   const limit = state.session?.limits?.max_messages ?? 500;
   const messages = chat.messages
-    .filter((m) => !m.refused)
+    .filter((m) => !m.refused && (m.role === "user" || m.content)) // tool-call-only answers
     .map((m) => ({ role: m.role, content: m.content }))
     .slice(-limit);
   const entry = newAnswer(conv, requestId, true, null, model);

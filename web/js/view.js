@@ -276,6 +276,7 @@ export class AnswerView {
       const parts = [];
       if (reason === "cancelled") parts.push(h("span", { class: "badge" }, "Stopped"));
       else if (reason === "length") parts.push(h("span", { class: "badge" }, "Cut off: length limit"));
+      else if (reason === "tool_calls") parts.push(h("span", { class: "badge" }, "Called tools"));
       else if (reason && reason !== "stop") parts.push(h("span", { class: "badge" }, reason));
       const tokens = payload?.usage?.total_tokens;
       if (Number.isFinite(tokens)) parts.push(h("span", { class: "muted" }, `${tokens} tokens`));
