@@ -335,3 +335,24 @@ async def test_tool_calls_are_shown_as_named_calls_with_arguments(open_page: Ope
     assert args == ['{\n  "location": "Paris, FR"\n}', '{\n  "timezone": "Europe/Paris"\n}']
     await answer.locator(".badge", has_text="Called tools").wait_for()  # the finish reason
     assert chat.errors == []
+
+
+async def test_a_room_answer_in_flight_continues_after_a_reload(open_page: OpenPage) -> None:
+    chat = await open_page()
+    await chat.login("alice", PASSWORD)
+    await chat.join("studio")
+    await chat.choose_model("double/slow")
+    await chat.send("A long story for the room")
+    await chat.wait_text(await chat.latest_answer(), 20)
+
+    await chat.page.reload()
+    await chat.wait_connected()
+    await chat.page.get_by_role("button", name="studio").click()
+    await chat.page.get_by_role("heading", name="# studio").wait_for()
+    await chat.members().filter(has_text="Alice").wait_for()  # joined again by itself
+    answer = await chat.latest_answer()
+    await chat.wait_answer_state(answer, "done", timeout=40)
+    assert await chat.answer_text(answer).inner_text() == SLOW_TEXT  # resumed from seq 0
+    assert await chat.answers().count() == 1
+    await chat.page.locator("li.msg-user", has_text="A long story for the room").wait_for()
+    assert chat.errors == []
