@@ -356,3 +356,18 @@ async def test_a_room_answer_in_flight_continues_after_a_reload(open_page: OpenP
     assert await chat.answers().count() == 1
     await chat.page.locator("li.msg-user", has_text="A long story for the room").wait_for()
     assert chat.errors == []
+
+
+async def test_reasoning_says_thinking_while_the_model_thinks(open_page: OpenPage) -> None:
+    chat = await open_page()
+    await chat.guest()
+    await chat.choose_model("double/slow_thinker")
+    await chat.send("Think first")
+    answer = await chat.latest_answer()
+    summary = answer.locator("details.reasoning summary")
+    await summary.filter(has_text="Thinking…").wait_for()  # reasoning streams, no answer yet
+    assert await chat.answer_state(answer) == "streaming"
+    await chat.wait_answer_state(answer, "done")
+    assert await summary.inner_text() == "Reasoning"
+    assert await chat.answer_text(answer).inner_text() == NORMAL_TEXT
+    assert chat.errors == []
