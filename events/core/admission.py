@@ -225,7 +225,7 @@ class Admission:
     def _check_dialect(self, data: dict[str, Any]) -> None:
         if self.config.dialect == "openrouter":
             return
-        refused = [name for name in OPENROUTER_ONLY_FIELDS if name in data]
+        refused = [name for name in OPENROUTER_ONLY_FIELDS if data.get(name) is not None]
         if refused:
             raise ProtocolError(
                 ErrorCode.INVALID_PAYLOAD,
@@ -245,12 +245,14 @@ class Admission:
         messages: list[Payload] | None = None,
     ) -> Payload:
         """What the upstream receives: the validated payload's fields exactly as the client
-        sent them (not ``request_id`` and ``room``), the model (default applied) and the
-        user's pseudonym; the upstream client adds ``stream`` and the usage flags.
+        sent them (not ``request_id``, ``room`` and fields set to null), the model (default
+        applied) and the user's pseudonym; the upstream client adds ``stream`` and the usage
+        flags.
 
         ``messages``: a room's conversation, instead of the payload's new messages.
         """
-        body: Payload = {k: v for k, v in data.items() if k not in _LOCAL_FIELDS}
+        # A top-level null means "not set" (every optional field defaults to it): left out.
+        body: Payload = {k: v for k, v in data.items() if v is not None and k not in _LOCAL_FIELDS}
         if messages is not None:
             body["messages"] = messages
         if body.get("model") is None:

@@ -244,7 +244,7 @@ class ChatRequest(Inbound):
     stop: str | Annotated[list[str], Field(max_length=16)] | None = None
     seed: int | None = Field(None, ge=-(2**63), le=2**63 - 1)
     logit_bias: dict[Annotated[str, Field(pattern=r"^[0-9]{1,10}$")], float] | None = Field(
-        None, max_length=1024
+        None, max_length=1024, description="Token id (digits) → bias from -100 to 100."
     )
     logprobs: bool | None = None
     top_logprobs: int | None = Field(None, ge=0, le=20)

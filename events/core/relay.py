@@ -256,9 +256,13 @@ class Relay:
         """
 
         async def run() -> None:
+            seen = last_seq  # the client has every stream event up to this seq
             try:
                 async for event, payload in self.log.tail(meta.key, last_seq):
                     await deliver(event, payload)
+                    seq = payload.get("seq")
+                    if isinstance(seq, int):
+                        seen = seq
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -266,7 +270,7 @@ class Relay:
                     logger.warning("replay of %s: stream %s", meta.request_id, exc.reason)
                 else:
                     logger.exception("replay of %s failed", meta.request_id)
-                await deliver("error", self._lost_event(meta, exc))
+                await deliver("error", self._lost_event(meta, exc, seen))
             finally:
                 if self._replays.get(conn.conn_id, {}).get(meta.key) is task:
                     del self._replays[conn.conn_id][meta.key]
@@ -288,7 +292,7 @@ class Relay:
         task.add_done_callback(self._tasks.discard)
 
     @staticmethod
-    def _lost_event(meta: StreamMeta, exc: Exception) -> Payload:
+    def _lost_event(meta: StreamMeta, exc: Exception, last_seq: int) -> Payload:
         if isinstance(exc, StreamLost) and exc.reason == "orphaned":
             error = ProtocolError(ErrorCode.SERVER_SHUTDOWN, "The server running it stopped.")
         elif isinstance(exc, StreamLost):
@@ -296,6 +300,8 @@ class Relay:
         else:
             error = ProtocolError(ErrorCode.INTERNAL, "Internal error.")
         event: Payload = {"request_id": meta.request_id, **error.to_wire()}
+        if last_seq >= 0:
+            event["last_seq"] = last_seq
         if meta.room is not None:
             event["room"] = meta.room
         return event

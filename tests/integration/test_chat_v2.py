@@ -15,6 +15,7 @@ from tests.harness import (
     Recorder,
     RunningServer,
     assert_clean_stream,
+    base_settings,
     make_token,
     run_server,
 )
@@ -282,3 +283,32 @@ async def test_raw_endpoint_frames_of_every_kind(server: RunningServer) -> None:
             if f["type"] == "completion" and f["data"]["choices"]
         )
         assert reasoning == REASONING_TEXT
+
+
+async def test_openai_dialect_refuses_openrouter_fields_and_forwards_the_rest(
+    recorders: Factory,
+) -> None:
+    openai_fields = {k: v for k, v in FULL.items() if k not in ("models", "provider",
+                     "transforms", "plugins")}  # fmt: skip
+    async with (
+        UpstreamDouble(dialect="openai") as strict,
+        run_server(base_settings(strict.base_url, upstream_dialect="openai")) as srv,
+    ):
+        rec = await connect(srv.url, recorders())
+        refused = await rec.call("chat", {**FULL, "request_id": "no", "model": "double/normal"})
+        assert refused["error"]["code"] == "invalid_payload"
+        assert [d["field"] for d in refused["error"]["details"]] == [
+            "models",
+            "provider",
+            "transforms",
+            "plugins",
+        ]
+        assert not strict.requests
+        ack = await rec.call("chat", {**openai_fields, "model": "double/normal"})
+        assert ack["ok"] is True
+        event, done = await rec.terminal(openai_fields["request_id"])
+        assert event == "done", done  # the strict upstream took every field
+        body = strict.requests[-1].body
+        for name, value in openai_fields.items():
+            if name not in ("request_id", "model"):
+                assert json.dumps(body[name]) == json.dumps(value), name

@@ -108,3 +108,35 @@ async def test_room_broadcast_of_reasoning_across_nodes(
         assert [d["seq"] for _, d in seen[1]] == list(range(len(seen[1])))
         assert "".join(d["content"] for e, d in seen[1] if e == "reasoning") == "".join(THOUGHTS)
         assert all(d["room"] == "deep" for _, d in seen[1])
+
+
+@pytest.mark.redis
+@pytest.mark.xfail(
+    strict=True,
+    reason="invariant 6 bug (services/storage/redis_streamlog.py, reliability): the resumer's "
+    "XREAD BLOCK times out (TimeoutError) after the writer node is SIGKILLed, so the replay "
+    "ends with internal instead of server_shutdown",
+)
+async def test_a_killed_node_ends_the_resumed_stream_with_server_shutdown_and_last_seq(
+    two_nodes: Callable[..., Any],
+    upstream: UpstreamDouble,
+    recorders: Callable[[], Recorder],
+    redis_keys: aioredis.Redis,
+) -> None:
+    upstream.scenarios["long_thinker"] = Scenario(
+        name="long_thinker", reasoning=[f"t{i} " for i in range(600)], reasoning_delay_s=0.05
+    )
+    async with two_nodes(TOKEN_COALESCE_MS="0") as (one, two):
+        owner = await connect(one.url, recorders())
+        await owner.call("chat", {"request_id": "v4", "messages": [{"role": "user",
+                          "content": "hi"}], "model": "double/long_thinker"})  # fmt: skip
+        await wait_stream_seq(owner, "v4", 3)
+        watcher = await connect(two.url, recorders())
+        assert await watcher.call("resume", {"request_id": "v4", "last_seq": 1}) == {"ok": True}
+        await wait_stream_seq(watcher, "v4", 6)
+        await one.stop(sig=9)
+        event, error = await watcher.terminal("v4", timeout=25)
+        assert (event, error["code"]) == ("error", "server_shutdown")
+        replayed = [d["seq"] for e, d in watcher.of("v4") if e in STREAM_EVENTS]
+        assert replayed == list(range(2, 2 + len(replayed)))
+        assert error["last_seq"] == replayed[-1]

@@ -106,9 +106,10 @@ async def test_model_allowlist(
 ) -> None:
     from tests.harness import run_server
 
-    async with run_server(
-        settings_for(allowed_models="double/normal,double/slow", default_model="double/normal")
-    ) as srv:
+    allowed = settings_for(
+        allowed_models="double/normal,double/slow", default_model="double/normal"
+    )
+    async with run_server(allowed) as srv:
         rec = recorders()
         await rec.connect(srv.url, make_token("alice"))
         refused = await rec.call("chat", {"messages": [MSG], "model": "openai/gpt-4o"})

@@ -137,6 +137,13 @@ def test_model_default_and_room_messages() -> None:
     }
 
 
+def test_null_fields_are_not_set() -> None:
+    adm = admission()
+    data = {"messages": [USER], "model": None, "temperature": None, "tools": None, "room": None}
+    adm.validate(data)
+    assert set(adm.upstream_body(data, "alice")) == {"messages", "model", "user"}
+
+
 def test_pseudonym_is_stable_per_user_and_keyed() -> None:
     one, again, other_key = UserPseudonym("k1"), UserPseudonym("k1"), UserPseudonym("k2")
     assert one("alice") == again("alice")
