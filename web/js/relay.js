@@ -125,6 +125,7 @@ export class Stream {
     this.resuming = false;
     /** @type {["done" | "error", any] | null} a terminal event seen while a gap was open */
     this.pendingEnd = null;
+    this.endResumed = false; // a resume was sent because the end said events were missing
     /** @type {["done" | "error", any] | null} */
     this.result = null;
     /** @type {(end: ["done" | "error", any]) => void} */
@@ -413,9 +414,15 @@ export class RelayClient {
     }
     const s = this.#streamFor(d);
     if (!s || s.finished) return;
-    if (s.held.size || s.resuming || (event === "done" && d.last_seq > s.lastSeq)) {
+    // `last_seq` (v2) says which stream events came before the end: missing ones are
+    // fetched with one resume (once: a log that cannot deliver them must not loop).
+    const missed = Number.isInteger(d.last_seq) && d.last_seq > s.lastSeq && !s.endResumed;
+    if (s.held.size || s.resuming || missed) {
       s.pendingEnd = [event, d];
-      if (!s.resuming && !s.held.size) this.#resume(s); // done says we missed events
+      if (!s.resuming && !s.held.size) {
+        s.endResumed = true;
+        this.#resume(s);
+      }
       return;
     }
     this.#finish(s, event, d);
@@ -425,7 +432,9 @@ export class RelayClient {
   #maybeEnd(s) {
     if (!s.pendingEnd || s.held.size || s.resuming || s.finished) return;
     const [event, d] = s.pendingEnd;
-    if (event === "done" && d.last_seq > s.lastSeq) return;
+    // Events before the end are still missing: the replay under way ends with its own
+    // terminal event (handled by #onTerminal).
+    if (Number.isInteger(d.last_seq) && d.last_seq > s.lastSeq) return;
     this.#finish(s, event, d);
   }
 
