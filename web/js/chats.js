@@ -15,7 +15,6 @@ import {
   removeFrom,
   newAnswer,
   updateCount,
-  send,
   ownStreaming,
   updateComposer,
   autoGrow,
