@@ -59,3 +59,24 @@ async def test_the_try_it_block_runs_as_written() -> None:
         assert answers >= 4, (answers, out.decode()[-600:])
     finally:
         await server.stop()
+
+
+async def test_make_token_without_a_running_demo_says_what_to_do() -> None:
+    from tests.harness import free_port
+
+    proc = await asyncio.create_subprocess_exec(
+        "make",
+        "-s",
+        "token",
+        f"PORT={free_port()}",
+        cwd=ROOT,
+        env={k: v for k, v in os.environ.items() if not k.startswith("MAKE")},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode != 0
+    assert out == b""  # nothing that $(make -s token) could mistake for a token
+    assert "no server answered" in err.decode()
+    assert "make run" in err.decode()
+    assert "Traceback" not in err.decode()
