@@ -36,7 +36,7 @@ from events.transport.websocket import WebSocketEndpoint
 from health.checks import disabled_check, flag_check, redis_check, upstream_check
 from health.router import health_router
 from server import __version__
-from server.apidocs import HTTP_DESCRIPTION, OPENAPI_TAGS, event_docs_router
+from server.apidocs import HTTP_DESCRIPTION, OPENAPI_TAGS, event_docs_router, swagger_router
 from server.extensions import Extension, documented_events, installed
 from server.jsonshim import OrjsonShim
 from server.lifecycle import Runtime, lifespan_for
@@ -253,6 +253,8 @@ def create_app(settings: Settings, extensions: Sequence[Extension] | None = None
         description=HTTP_DESCRIPTION,
         lifespan=lifespan_for(runtime),
         openapi_tags=OPENAPI_TAGS,
+        docs_url=None,  # our own /docs: Swagger UI from vendored files (works offline)
+        redoc_url=None,
     )
     http.include_router(
         health_router(
@@ -281,6 +283,7 @@ def create_app(settings: Settings, extensions: Sequence[Extension] | None = None
     metrics_token = settings.metrics_token.get_secret_value() if settings.metrics_token else None
     http.include_router(metrics_router(metrics, metrics_token))
     http.include_router(docs_router)
+    http.include_router(swagger_router())
     http.add_api_websocket_route("/websockets/openrouter", ws_endpoint)
     for extension in extensions:
         for router in extension.routers:
