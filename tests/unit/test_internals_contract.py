@@ -306,3 +306,29 @@ def test_graceful_server_hooks_are_still_called() -> None:
     source = inspect.getsource(uvicorn.Server.capture_signals)
     calls("GracefulServer.handle_exit", uvicorn.Server.capture_signals, "self.handle_exit")
     assert "HANDLED_SIGNALS" in source
+
+
+# --- the fence itself -----------------------------------------------------------------
+
+FENCE = "events/transport/internals"
+PRIVATE_IMPORT = re.compile(
+    r"^\s*(?:import|from)\s+(engineio|socketio\.(?!exceptions\b)\w+|uvicorn\.(?:protocols|server)\b)"
+    r"|^\s*from\s+socketio\s+import\s+.*\b(packet|\w*manager)\b",
+    re.MULTILINE | re.IGNORECASE,
+)
+
+
+def test_nothing_outside_the_fence_imports_library_internals() -> None:
+    """The server's code (not tests, bench or the client library) keeps to the fence."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    offenders = []
+    for package in ("auth", "events", "health", "server", "services"):
+        for path in sorted((root / package).rglob("*.py")):
+            relative = path.relative_to(root).as_posix()
+            if relative.startswith(FENCE):
+                continue
+            for match in PRIVATE_IMPORT.finditer(path.read_text()):
+                offenders.append(f"{relative}: {match.group(0).strip()}")
+    assert not offenders, f"library internals imported outside {FENCE}: {offenders}"
