@@ -1,7 +1,8 @@
 """python-engineio's ASGI driver pieces we replace: a stricter WebSocket, a leaner environ.
 
 Read from python-engineio 4.15.1 (``engineio/async_drivers/asgi.py``: ``WebSocket.wait``
-and ``translate_request``).
+and ``translate_request``, which is copied).  ``RelayEngineServer`` puts both in its
+driver table (``_async["websocket"]``, ``_async["translate_request"]``).
 """
 
 from __future__ import annotations
@@ -63,7 +64,9 @@ async def translate_request(scope: dict[str, Any], receive: Any, send: Any) -> d
     """python-engineio's ASGI ``translate_request``, less a class object per connection.
 
     The environ lives as long as its connection; python-engineio's version makes a new
-    class for the body reader every time (about 2 KB per idle connection).
+    class for the body reader every time.  Measured (``python -m bench --repeat 3``, a
+    checkout without it as "before"): RSS per idle connection 34.0 → 31.0 KiB (-3.0 KiB,
+    -9%; RSS is steady run to run).  It runs once per connection, so no token-path CPU.
     """
     event = await receive()
     if event["type"] not in ("http.request", "websocket.connect"):

@@ -1,17 +1,27 @@
 """python-socketio's client managers, with a cheaper local emit and a kinder Redis.
 
-Read from python-socketio 5.18.1 (``AsyncManager.emit``, ``AsyncRedisManager._publish``,
-``_redis_listen_with_retries``, ``emit`` and ``_handle_emit``).
+Read from python-socketio 5.18.1: ``AsyncManager.emit``; ``AsyncRedisManager.emit``,
+``_publish``, ``_redis_listen_with_retries`` and ``_handle_emit`` (called by
+``AsyncPubSubManager.emit``, ``_listen`` and ``_thread``); ``manager.rooms`` read as
+``{namespace: {room: {sid: eio_sid}}}``.
 
 * Stream events for a client that is being fed from the stream log (after ``resume``)
   are not also delivered live to it: the managers skip such sids on this node, so a
-  resumed client sees every token exactly once.  Works for the in-memory manager and,
-  on every node, for the Redis manager.  The replay itself is emitted with
-  ``ignore_queue=True`` (straight to the local sid) and is not filtered.
+  resumed client sees every token exactly once.  Correctness: stays.  Works for the
+  in-memory manager and, on every node, for the Redis manager.  The replay itself is
+  emitted with ``ignore_queue=True`` (straight to the local sid) and is not filtered.
 * The Redis manager keeps a local sid's events off Redis (a sid lives on one node),
-  never lets a Redis outage hold up local delivery, and recovers by itself.
+  never lets a Redis outage hold up local delivery, and recovers by itself (hardening:
+  stays).  Keeping private events off Redis was measured when it was written (README,
+  "Performance"): 13.7 s per 100k tokens with every event published vs 6.2 s.
 * Local delivery encodes an event once and queues it on each recipient's socket
   (``emit_here``), instead of python-socketio's task per recipient: the token path.
+  Measured with ``python -m bench`` (a checkout without it as target "before", same
+  run; CPU per 100k tokens spreads ±20-30% run to run on the shared 2-vCPU machine, so
+  these are hints): paced 5.32 → 4.45 s (-16%, medians of 5, default settings) and
+  5.13 → 4.97 s (-3%, medians of 3, ``TOKEN_COALESCE_MS=0``); burst no difference
+  (0.85 vs 0.86 s); RSS none.  Kept: it never costs, and a room's event reaches every
+  member without a task each.
 """
 
 from __future__ import annotations
