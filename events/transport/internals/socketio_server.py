@@ -2,7 +2,7 @@
 
 Read from python-socketio 5.18.1 (``AsyncServer._handle_eio_connect``,
 ``_handle_eio_message``, ``_handle_event``, ``_handle_connect``, ``_engineio_server_class``).
-These overrides are hardening, not speed (measured cost: none visible in ``make bench``):
+These overrides are hardening, not speed; they stay whatever they cost (not measured):
 
 * Client-sent events named like reserved ones (``connect``, ``disconnect``…) are
   ignored instead of reaching those handlers (PROTOCOL.md §6).

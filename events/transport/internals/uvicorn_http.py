@@ -2,7 +2,7 @@
 
 Read from uvicorn 0.55.0 (``HttpToolsProtocol.connection_made``, ``on_message_begin``,
 ``on_headers_complete``, ``connection_lost``).  Hardening, kept whatever it costs (one
-timer per request's headers; no difference visible in ``make bench``).
+timer per request's headers; not measured).
 
 uvicorn closes idle keep-alive connections but sets no deadline on a request whose
 headers trickle in (or never come): every such connection would be held for good.
