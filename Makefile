@@ -53,7 +53,14 @@ token: install
 node_modules/.package-lock.json: package.json package-lock.json
 	npm ci --no-audit --no-fund
 
-node-deps: node_modules/.package-lock.json
+# The official Engine.IO / Socket.IO protocol suites (tests/conformance), each with its lock
+CONFORMANCE_SUITES := tests/conformance/engineio tests/conformance/socketio
+
+%/node_modules/.package-lock.json: %/package.json %/package-lock.json
+	cd $* && npm ci --no-audit --no-fund
+
+node-deps: node_modules/.package-lock.json \
+	$(addsuffix /node_modules/.package-lock.json,$(CONFORMANCE_SUITES))
 
 ## Debian packages the tests use: Chromium for the page tests, Redis, Node.js
 system-deps:

@@ -25,12 +25,9 @@ from events.core.pipeline import ChatPipeline
 from events.core.pseudonym import UserPseudonym
 from events.core.relay import Relay
 from events.core.rooms import RoomEvents
-from events.transport.internals.socketio_server import (
-    MemoryManager,
-    RedisManager,
-    RelayServer,
-    TailRegistry,
-)
+from events.core.tails import TailRegistry
+from events.transport.internals.socketio_managers import MemoryManager, RedisManager
+from events.transport.internals.socketio_server import RelayServer
 from events.transport.socketio_events import SocketIOEvents
 from events.transport.websocket import WebSocketEndpoint
 from health.checks import disabled_check, flag_check, redis_check, upstream_check
@@ -175,6 +172,8 @@ def create_app(settings: Settings, extensions: Sequence[Extension] | None = None
     )
     sio = RelayServer(
         connect_timeout_s=settings.connect_timeout_s,
+        ping_interval=settings.ping_interval_s,
+        ping_timeout=settings.ping_timeout_s,
         async_mode="asgi",
         client_manager=manager,
         cors_allowed_origins=counting_refusals(origins.allows_environ, metrics),

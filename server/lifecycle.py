@@ -1,6 +1,6 @@
 """Start-up and shutdown: the upstream (its HTTP session), the model list, draining streams.
 
-Shutdown runs in this order (``server.serve.GracefulServer`` drives it on SIGTERM, before
+Shutdown runs in this order (the fence's ``GracefulServer`` drives it on SIGTERM, before
 uvicorn closes any connection): ``begin_shutdown`` (readiness 503, new connections and
 requests refused with ``server_shutdown``), ``drain`` (streams in flight may finish for
 ``SHUTDOWN_GRACE_S``, the rest end with ``error server_shutdown``), ``close_clients``

@@ -110,6 +110,9 @@ class Settings(BaseSettings):
     shutdown_grace_s: float = Field(20, ge=0)
     http_header_timeout_s: float = Field(10, gt=0)  # slow-loris: request headers deadline
     connect_timeout_s: float = Field(45, gt=0)  # Engine.IO session without a Socket.IO connect
+    # Engine.IO heartbeat, sent in the handshake (python-engineio announces whole seconds)
+    ping_interval_s: float = Field(25, gt=0)
+    ping_timeout_s: float = Field(20, gt=0)
 
     # serving
     host: str = "127.0.0.1"
