@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run serve install install-dev node-deps system-deps test test-latest pytest chaos lint format bench lock clean
+.PHONY: run serve token install install-dev node-deps system-deps test test-latest pytest chaos lint format bench lock clean
 
 # Every install comes from uv.lock (`uv sync --locked`: a lock that no longer matches
 # pyproject.toml is an error, never a silent re-resolve). uv itself is pinned with hashes
@@ -44,10 +44,23 @@ run: install
 serve: install
 	$(BIN)/python -m server --host $(HOST) --port $(PORT)
 
+## A token for scripts: a guest token from the running demo (`make run`; POST /auth/guest),
+## or with SUB=alice (and JWT_SECRET set) one minted here. `make -s token` prints only the token.
+token: install
+	@$(BIN)/python -m server --host $(HOST) --port $(PORT) token \
+		$(if $(SUB),--sub $(SUB) --ttl $(or $(TTL),1h),--guest)
+
 node_modules/.package-lock.json: package.json package-lock.json
 	npm ci --no-audit --no-fund
 
-node-deps: node_modules/.package-lock.json
+# The official Engine.IO / Socket.IO protocol suites (tests/conformance), each with its lock
+CONFORMANCE_SUITES := tests/conformance/engineio tests/conformance/socketio
+
+%/node_modules/.package-lock.json: %/package.json %/package-lock.json
+	cd $* && npm ci --no-audit --no-fund
+
+node-deps: node_modules/.package-lock.json \
+	$(addsuffix /node_modules/.package-lock.json,$(CONFORMANCE_SUITES))
 
 ## Debian packages the tests use: Chromium for the page tests, Redis, Node.js
 system-deps:
@@ -55,18 +68,21 @@ system-deps:
 
 test: install-dev node-deps system-deps lint pytest
 
+## The suite with branch coverage; `make coverage-report` prints it per package again
 pytest:
-	$(BIN)/pytest
+	$(BIN)/pytest --cov --cov-report=term --cov-report=json:test-artifacts/coverage.json
+	$(BIN)/python scripts/coverage_summary.py test-artifacts/coverage.json
 
 ## The fault tests of issue 16 on their own (a private Redis is stopped and killed, a node
 ## killed, a client stops reading…): one line per fault at the end, held or not and what was lost
 chaos: install-dev
 	$(BIN)/pytest -m chaos tests/chaos
 
-lint:
+lint: node-deps
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	node_modules/.bin/tsc --noEmit -p tsconfig.json   # JSDoc types of the JS client
 
 format:
 	$(BIN)/ruff check --fix .

@@ -17,25 +17,24 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from auth.authenticator import Authenticator
 from auth.origins import OriginPolicy
+from events.core.admission import Admission, PipelineConfig
 from events.core.catalog import CORE_EVENTS
 from events.core.connections import Connections
 from events.core.errors import ErrorCode
 from events.core.orphans import RemoteStreams
-from events.core.pipeline import ChatPipeline, PipelineConfig
+from events.core.pipeline import ChatPipeline
+from events.core.pseudonym import UserPseudonym
 from events.core.relay import Relay
 from events.core.rooms import RoomEvents, room_channel
-from events.transport.internals.socketio_server import (
-    MemoryManager,
-    RedisManager,
-    RelayServer,
-    TailRegistry,
-)
+from events.core.tails import TailRegistry
+from events.transport.internals.socketio_managers import MemoryManager, RedisManager
+from events.transport.internals.socketio_server import RelayServer
 from events.transport.socketio_events import SocketIOEvents
 from events.transport.websocket import WebSocketEndpoint
 from health.checks import disabled_check, flag_check, redis_check, upstream_check
 from health.router import health_router
 from server import __version__
-from server.apidocs import HTTP_DESCRIPTION, OPENAPI_TAGS, event_docs_router
+from server.apidocs import HTTP_DESCRIPTION, OPENAPI_TAGS, event_docs_router, swagger_router
 from server.body_deadline import BodyDeadline
 from server.extensions import Extension, documented_events, installed
 from server.jsonshim import OrjsonShim
@@ -44,6 +43,7 @@ from server.metrics import RelayMetrics, metrics_router, multiprocess_active
 from server.routes import auth_router, client_router, web_routes
 from server.security import ConfigError, auth_checks, build_limits, build_verifier
 from server.settings import Settings
+from server.upstream import build_upstream, check_models
 from services.generations import GenerationRegistry
 from services.storage.bus import LocalBus, NodeBus, RedisBus, new_node_id
 from services.storage.redis_client import Breaker, redis_client
@@ -134,6 +134,15 @@ def counting_refusals(
     return check
 
 
+def pseudonym_secret(settings: Settings) -> str:
+    """The key of the ``user`` pseudonym sent upstream; every node of a deployment shares it:
+    ``JWT_SECRET`` when set, else the upstream API key, else a fixed text (a deployment
+    with neither cannot reach the upstream anyway)."""
+    if settings.jwt_secret is not None:
+        return settings.jwt_secret.get_secret_value()
+    return settings.api_key or "llm-relay user pseudonym"
+
+
 def create_app(settings: Settings, extensions: Sequence[Extension] | None = None) -> RelayApp:
     """Build one app.  ``extensions``: extra events and routes (default: ``installed()``)."""
     if extensions is None:
@@ -141,7 +150,9 @@ def create_app(settings: Settings, extensions: Sequence[Extension] | None = None
     docs_router = event_docs_router(  # refuses an extension event named like another event
         [*CORE_EVENTS, *documented_events(extensions)], title="llm-relay", version=__version__
     )
+    check_models(settings)
     metrics = build_metrics(settings)
+    upstream = build_upstream(settings, metrics)
     verifier = build_verifier(settings)
     breaker = Breaker(settings.redis_timeout_s)
     redis = (
@@ -154,25 +165,30 @@ def create_app(settings: Settings, extensions: Sequence[Extension] | None = None
     origins = OriginPolicy(settings.cors_origins)
     log, bus = resume_parts(settings, redis, breaker)
     registry = GenerationRegistry()
-    pipeline = ChatPipeline(
-        PipelineConfig(
-            default_model=settings.default_model,
-            allowed_models=frozenset(settings.allowed_models),
-            max_payload_bytes=settings.max_payload_bytes,
-            max_messages=settings.max_messages,
-            max_message_chars=settings.max_message_chars,
-            max_streams_per_connection=settings.max_streams_per_connection,
-            max_streams_per_user=settings.max_streams_per_user,
-            token_coalesce_s=settings.token_coalesce_ms / 1000,
-        ),
-        log=log,
+    config = PipelineConfig(
+        default_model=settings.default_model,
+        allowed_models=frozenset(settings.allowed_models),
+        max_payload_bytes=settings.max_payload_bytes,
+        max_messages=settings.max_messages,
+        max_message_chars=settings.max_message_chars,
+        max_streams_per_connection=settings.max_streams_per_connection,
+        max_streams_per_user=settings.max_streams_per_user,
+        token_coalesce_s=settings.token_coalesce_ms / 1000,
+        dialect=settings.upstream_dialect,
+    )
+    admission = Admission(
+        config,
         registry=registry,
         rate_limiter=limits.rate,
         streams=limits.streams,
-        observer=metrics,
+        pseudonym=UserPseudonym(pseudonym_secret(settings)),
+    )
+    pipeline = ChatPipeline(
+        config, upstream, log=log, registry=registry, admission=admission, observer=metrics
     )
     relay = Relay(
         pipeline,
+        admission,
         log,
         registry,
         verifier,
@@ -199,6 +215,8 @@ def create_app(settings: Settings, extensions: Sequence[Extension] | None = None
         connect_timeout_s=settings.connect_timeout_s,
         send_timeout_s=settings.send_timeout_s,
         max_send_buffer_bytes=settings.max_send_buffer_bytes,
+        ping_interval=settings.ping_interval_s,
+        ping_timeout=settings.ping_timeout_s,
         async_mode="asgi",
         client_manager=manager,
         cors_allowed_origins=counting_refusals(origins.allows_environ, metrics),
@@ -218,7 +236,7 @@ def create_app(settings: Settings, extensions: Sequence[Extension] | None = None
                 "rate_limit_per_minute": settings.rate_limit_per_minute,
             },
             "default_model": settings.default_model,
-            "protocol": 1,
+            "protocol": 2,
         }
 
     room_store: RoomStore = (
@@ -277,6 +295,7 @@ def create_app(settings: Settings, extensions: Sequence[Extension] | None = None
         connections=connections,
         verifier=verifier,
         sio_events=sio_events,
+        upstream=upstream,
         redis=redis,
         rooms=rooms,
         metrics=metrics,
@@ -289,6 +308,8 @@ def create_app(settings: Settings, extensions: Sequence[Extension] | None = None
         description=HTTP_DESCRIPTION,
         lifespan=lifespan_for(runtime),
         openapi_tags=OPENAPI_TAGS,
+        docs_url=None,  # our own /docs: Swagger UI from vendored files (works offline)
+        redoc_url=None,
     )
     http.include_router(
         health_router(
@@ -320,6 +341,7 @@ def create_app(settings: Settings, extensions: Sequence[Extension] | None = None
     metrics_token = settings.metrics_token.get_secret_value() if settings.metrics_token else None
     http.include_router(metrics_router(metrics, metrics_token))
     http.include_router(docs_router)
+    http.include_router(swagger_router())
     http.add_api_websocket_route("/websockets/openrouter", ws_endpoint)
     for extension in extensions:
         for router in extension.routers:

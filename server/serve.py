@@ -1,34 +1,26 @@
 """Running the app under uvicorn: fast settings (uvloop, httptools) and a graceful stop.
 
-uvicorn, on SIGTERM, closes every open WebSocket (code 1012) *before* the application's
-lifespan shutdown runs, so a drain done there comes too late for clients to see their
-terminal events.  ``GracefulServer`` drains first: on the first SIGTERM/SIGINT the
-runtime stops taking connections and requests (readiness 503), streams in flight may
-finish for ``SHUTDOWN_GRACE_S``, the rest end with ``error server_shutdown``, the events
-reach the clients, and only then does uvicorn close connections and run the lifespan
-shutdown.  A second signal skips the rest of the grace period; a third forces the exit.
-The process exits 0 after a graceful stop (uvicorn on its own re-raises the signal).
+``GracefulServer`` (events/transport/internals/uvicorn_server.py) drains the relay before
+uvicorn closes any connection: on the first SIGTERM/SIGINT the runtime stops taking
+connections and requests (readiness 503), streams in flight may finish for
+``SHUTDOWN_GRACE_S``, the rest end with ``error server_shutdown``, the events reach the
+clients, and only then does uvicorn close connections and run the lifespan shutdown.
+A second signal skips the rest of the grace period; a third forces the exit.
 """
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import gc
 import logging
-import signal
-import socket
-import threading
-from collections.abc import Iterator
-from types import FrameType
 from typing import Any
 
 import uvicorn
 
 from events.transport.internals.uvicorn_http import HeaderTimeoutProtocol
+from events.transport.internals.uvicorn_server import GracefulServer
 from events.transport.internals.uvicorn_websocket import RelayWebSocketProtocol
 from server.app import ConfigError, RelayApp, create_app
-from server.lifecycle import Runtime
 from server.logs import configure_logging
 from server.settings import Settings
 
@@ -38,7 +30,6 @@ logger = logging.getLogger(__name__)
 # 1-2 ms and a stream's short-lived objects are mostly freed by reference counting before
 # it runs; a full collection (which walks every live object) comes rarely.
 GC_THRESHOLDS = (10_000, 50, 100)
-HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 # After the drain only plain HTTP requests can still be open; don't wait long for them.
 AFTER_DRAIN_TIMEOUT_S = 3
 
@@ -63,47 +54,8 @@ def uvicorn_config(settings: Settings, app: Any) -> uvicorn.Config:
     )
 
 
-class GracefulServer(uvicorn.Server):
-    """A uvicorn server that drains the relay before it closes any connection."""
-
-    def __init__(self, config: uvicorn.Config, runtime: Runtime) -> None:
-        super().__init__(config)
-        self.runtime = runtime
-        self.signals_received = 0
-
-    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        # Runs in a signal handler: only set flags; the event loop does the work.
-        self.signals_received += 1
-        self.runtime.begin_shutdown()
-        if self.signals_received == 2:
-            self.runtime.hurry()
-        elif self.signals_received > 2:
-            self.force_exit = True
-        self.should_exit = True
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        """Install our handlers; unlike uvicorn, don't re-raise the signal afterwards."""
-        if threading.current_thread() is not threading.main_thread():
-            yield
-            return
-        original = {sig: signal.signal(sig, self.handle_exit) for sig in HANDLED_SIGNALS}
-        try:
-            yield
-        finally:
-            for sig, handler in original.items():
-                signal.signal(sig, handler)
-
-    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
-        runtime = self.runtime
-        runtime.begin_shutdown()
-        await runtime.drain(runtime.settings.shutdown_grace_s)
-        await runtime.close_clients()
-        await super().shutdown(sockets)
-
-
 def uvicorn_server(settings: Settings, app: RelayApp) -> GracefulServer:
-    return GracefulServer(uvicorn_config(settings, app), app.runtime)
+    return GracefulServer(uvicorn_config(settings, app), app.runtime, settings.shutdown_grace_s)
 
 
 def serve(settings: Settings) -> int:

@@ -70,6 +70,17 @@ class RawWebSocket:
         self.writer.write(masked(opcode, payload))
         await self.writer.drain()
 
+    async def send_frame_start(self, opcode: int, length: int, first: bytes = b"{") -> None:
+        """Only the start of a frame that says it is ``length`` bytes long: a server that
+        caps frames refuses it from its header.  Sending the whole of a frame over the cap
+        would race the server's close: the bytes it no longer reads turn its close into a
+        TCP reset, which can arrive before its close frame is read here."""
+        mask = os.urandom(4)
+        head = bytes([0x80 | opcode, 0x80 | 127]) + struct.pack("!Q", length) + mask
+        body = bytes(b ^ mask[i % 4] for i, b in enumerate(first))
+        self.writer.write(head + body)
+        await self.writer.drain()
+
     async def frame(self, timeout: float = 10) -> tuple[int, bytes]:
         """The next server frame (opcode, payload); ``(OP_CLOSE, b"")`` at end of stream."""
         try:

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from tests.chaos.processes import PLAIN_UVICORN, node_env, running
-from tests.chaos.rawws import OP_CLOSE, RawWebSocket
+from tests.chaos.rawws import OP_CLOSE, OP_TEXT, RawWebSocket
 from tests.harness import make_token, run_server
 from tests.upstream_double import UpstreamDouble
 
@@ -49,8 +49,7 @@ async def test_plain_uvicorn_applies_the_frame_cap_and_the_serving_settings(
     )
     async with running(env, PLAIN_UVICORN) as node:
         ws = await RawWebSocket.open(node.port, PATH, make_token())
-        content = "x" * (3 * 1024 * 1024)
-        await ws.send_json({**CHAT, "messages": [{"role": "user", "content": content}]})
+        await ws.send_frame_start(OP_TEXT, 3 * 1024 * 1024)  # a 3 MiB text frame begins
         code = await ws.close_code(timeout=20)
         ws.abort()
         assert code == 1009, f"lost: a 3 MiB frame got close code {code}, not 1009"

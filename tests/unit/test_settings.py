@@ -46,3 +46,12 @@ def test_demo_implies_anonymous_and_names_the_simulator() -> None:
     assert settings.allow_anonymous is True
     assert settings.default_model == "local/simulator"
     assert Settings(demo=True, default_model="x/y").default_model == "x/y"
+
+
+def test_heartbeat_defaults_and_names(monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = Settings()
+    assert (settings.ping_interval_s, settings.ping_timeout_s) == (25, 20)
+    monkeypatch.setenv("PING_INTERVAL_S", "10")
+    monkeypatch.setenv("PING_TIMEOUT_S", "5.5")
+    settings = Settings()
+    assert (settings.ping_interval_s, settings.ping_timeout_s) == (10, 5.5)

@@ -1,10 +1,13 @@
 """A connection's packet queue: ``asyncio.Queue``'s interface, lighter.
 
 python-engineio (outgoing packets) and uvicorn (received messages) give every connection
-an ``asyncio.Queue``: three deques and an ``asyncio.Event`` with a fourth, about 2.5 KB
-per idle connection each; and on Python 3.11 ``get()`` looks the running loop up whenever
-it has to wait, a ``getpid()`` system call per ``token`` event.  These queues are
-unbounded and have one reader at a time, so one deque and a few attributes do.
+an ``asyncio.Queue``: three deques and an ``asyncio.Event`` with a fourth; and on Python
+3.11 ``get()`` looks the running loop up whenever it has to wait, a ``getpid()`` system
+call per ``token`` event.  These queues are unbounded and have one reader at a time, so
+one deque and a few attributes do.  Measured per use (``python -m bench --repeat 3``,
+RSS per idle connection): python-engineio's queue -2.3 KiB, uvicorn's -2.7 KiB (of
+about 31 KiB); see engineio_socket.py and uvicorn_websocket.py.  No library code is
+overridden here; ``asyncio.Queue``'s interface is the contract.
 """
 
 from __future__ import annotations

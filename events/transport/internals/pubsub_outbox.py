@@ -8,6 +8,11 @@ its stream — ``(room, request_id)`` — is then ended for the members on other
 ``error {code: "unavailable"}`` (published once Redis takes messages again), and its
 later events are not sent to them, so they see what came, then one terminal event.
 Local members are not affected: local delivery never waits for Redis.
+
+It overrides nothing itself: ``RedisManager._publish`` (socketio_managers.py) hands it
+the messages python-socketio 5.18.1's ``AsyncPubSubManager.emit`` publishes (dicts with
+``method``, ``event``, ``data``, ``room``…, read from that version).  Issue 16, fault 6;
+correctness, not measured.
 """
 
 from __future__ import annotations

@@ -13,8 +13,13 @@ finds that ``Config`` on the call stack and sets the same values, so both start 
 behave alike (PROTOCOL.md §5).
 Outside uvicorn (a test importing ``server.main``) it changes nothing.
 
-Read from uvicorn 0.55.0; tests/chaos/test_raw_close.py runs ``uvicorn server.main:app``
-and checks the frame cap, the header deadline and a lost transport's code.
+Read from uvicorn 0.55.0 (``Config.load`` and ``Config.load_app``; the attributes
+``http``, ``ws``, ``http_protocol_class``, ``ws_protocol_class``, ``ws_max_size``,
+``ws_per_message_deflate``, ``forwarded_allow_ips``).  What it buys: correctness, not
+measured (the limits of PROTOCOL.md §5 hold whatever the start command).
+tests/unit/test_internals_contract.py checks the hooked names;
+tests/chaos/test_raw_close.py runs ``uvicorn server.main:app`` and checks the frame cap,
+the header deadline and a lost transport's code.
 """
 
 from __future__ import annotations

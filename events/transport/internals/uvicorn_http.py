@@ -1,5 +1,9 @@
 """uvicorn's HTTP protocol with a deadline for request headers (slow-loris defence).
 
+Read from uvicorn 0.55.0 (``HttpToolsProtocol.connection_made``, ``on_message_begin``,
+``on_headers_complete``, ``connection_lost``).  Hardening, kept whatever it costs (one
+timer per request's headers; not measured).
+
 uvicorn closes idle keep-alive connections but sets no deadline on a request whose
 headers trickle in (or never come): every such connection would be held for good.
 ``HeaderTimeoutProtocol`` closes a connection when a request's headers are not complete
