@@ -111,12 +111,6 @@ async def test_room_broadcast_of_reasoning_across_nodes(
 
 
 @pytest.mark.redis
-@pytest.mark.xfail(
-    strict=True,
-    reason="invariant 6 bug (services/storage/redis_streamlog.py, reliability): the resumer's "
-    "XREAD BLOCK times out (TimeoutError) after the writer node is SIGKILLed, so the replay "
-    "ends with internal instead of server_shutdown",
-)
 async def test_a_killed_node_ends_the_resumed_stream_with_server_shutdown_and_last_seq(
     two_nodes: Callable[..., Any],
     upstream: UpstreamDouble,
