@@ -30,6 +30,7 @@ from events.transport.socketio_events import SocketIOEvents
 from server.metrics import RelayMetrics
 from server.settings import Settings
 from services.generations import GenerationRegistry, StopReason
+from services.ledger import Ledger
 from services.storage.streamlog import StreamLog
 from services.upstream.catalogue import ModelCatalog, upstream_fetch
 from services.upstream.client import UpstreamClient, UpstreamObserver, UpstreamSettings
@@ -60,6 +61,7 @@ class Runtime:
     session: aiohttp.ClientSession | None = None
     simulator: Simulator | None = None
     models: ModelCatalog | None = None  # GET /models; set by start()
+    ledger: Ledger | None = None  # the durable store: usage ledger, room history
     shutting_down: bool = False
     hurried: bool = False  # a second signal: stop waiting for streams to finish
     upstream_configured: bool = False
@@ -99,6 +101,8 @@ class Runtime:
         )
         if self.metrics is not None:
             await self.metrics.start(s.metrics_refresh_s)
+        if self.ledger is not None:
+            await self.ledger.start()  # migrations run in the background
         await self.relay.start()
         self.upstream_configured = api_key is not None
         self.sio.start_manager()

@@ -129,6 +129,18 @@ class RelayMetrics:
             ["kind"],
             registry=r,
         )
+        self.model_tokens = Counter(
+            "llm_relay_model_tokens",
+            "Tokens per model as the upstream reported them (kind: prompt, completion).",
+            ["model", "kind"],
+            registry=r,
+        )
+        self.model_cost = Counter(
+            "llm_relay_model_cost_usd",
+            "Upstream-reported cost per model, in USD.",
+            ["model"],
+            registry=r,
+        )
         self.ttft = Histogram(
             "llm_relay_time_to_first_token_seconds",
             "From accepting a request to its first token.",
@@ -246,10 +258,15 @@ class RelayMetrics:
         self.duration.labels(end.outcome).observe(end.duration_s)
         if end.tokens:
             self.tokens.labels(end.transport).inc(end.tokens)
+        model = (end.model or "unknown")[:200]
         for kind in ("prompt", "completion"):
             value = (end.usage or {}).get(f"{kind}_tokens")
             if isinstance(value, int) and value > 0:
                 self.usage.labels(kind).inc(value)
+                self.model_tokens.labels(model, kind).inc(value)
+        cost = (end.usage or {}).get("cost")
+        if isinstance(cost, int | float) and not isinstance(cost, bool) and cost > 0:
+            self.model_cost.labels(model).inc(cost)
 
     # -- events.core.relay.RelayObserver ---------------------------------------------------------
 

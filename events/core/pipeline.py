@@ -9,10 +9,11 @@ client that comes back can resume from the log without gaps or repeats.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -23,6 +24,7 @@ from auth.tokens import Identity
 from events.core.errors import ErrorCode, ProtocolError, to_protocol_error
 from events.core.models import ChatRequest, validation_details, within_budget
 from services import log_context
+from services.budget import BudgetExceeded, Budgets, Meter
 from services.generations import Generation, GenerationRegistry, StopReason
 from services.storage.limits import MemoryStreamCounter, RateLimiter, StreamCounter
 from services.storage.streamlog import StreamLog, StreamMeta, stream_key
@@ -62,6 +64,8 @@ class RequestEnd:
     first_token_s: float | None  # from accept to the first token
     duration_s: float  # from accept to the terminal event
     stop_reason: str | None  # why we stopped it (cancel, disconnect, abandoned, shutdown)
+    generation_id: str | None = None  # the upstream's response id
+    deltas: int = 0  # upstream deltas relayed (the token estimate when no usage came)
 
     def log_fields(self) -> Payload:
         usage = self.usage or {}
@@ -132,6 +136,8 @@ class _Outcome:
     tokens: int = 0
     first_token_at: float | None = None
     text: list[str] = field(default_factory=list)
+    generation_id: str | None = None
+    deltas: int = 0
 
 
 _UPSTREAM_MESSAGE_FIELDS = ("role", "content", "name")
@@ -160,8 +166,10 @@ class ChatPipeline:
         streams: StreamCounter | None = None,
         observer: PipelineObserver | None = None,
         upstream: Upstream | None = None,
+        budgets: Budgets | None = None,
     ) -> None:
         self.config = config
+        self.budgets = budgets  # per-user daily budgets (services.budget); None: none
         self.upstream = upstream  # set at start-up, once the HTTP session exists
         self._log = log
         self._registry = registry
@@ -305,6 +313,7 @@ class ChatPipeline:
                 f"At most {self.config.max_streams_per_user} streams per user.",
             )
         try:
+            meter = await self._admit(who)
             retry_after = await self._rate.hit(owner)
             if retry_after is not None:
                 raise ProtocolError(
@@ -320,9 +329,24 @@ class ChatPipeline:
             await self._streams.release(owner, slot)
             raise
         self._registry.add(gen)
-        gen.task = asyncio.create_task(self._run(gen, who, upstream, body, sink, on_finish, slot))
+        gen.task = asyncio.create_task(
+            self._run(gen, who, upstream, body, sink, on_finish, slot, meter)
+        )
         self._observer.accepted(who.transport)
         return request_id
+
+    async def _admit(self, who: Requester) -> Meter | None:
+        """The budget hook before a request: refused when the day's budget is spent."""
+        if self.budgets is None:
+            return None
+        try:
+            return await self.budgets.admit(who.identity.sub, who.identity.budget)
+        except BudgetExceeded as exc:
+            raise ProtocolError(
+                ErrorCode.BUDGET_EXCEEDED,
+                "Your daily budget is spent.",
+                retry_after=exc.retry_after,
+            ) from None
 
     def find(self, owner: str, request_id: str) -> Generation | None:
         return self._registry.get(stream_key(owner, request_id))
@@ -338,6 +362,7 @@ class ChatPipeline:
         sink: Sink,
         on_finish: OnFinish | None,
         slot: str,
+        meter: Meter | None = None,
     ) -> None:
         log_context.bind(request_id=gen.request_id, user_id=gen.owner)  # this task only
         accepted_at = time.time()
@@ -353,21 +378,25 @@ class ChatPipeline:
         try:
             if gen.stop_reason is not None:
                 raise asyncio.CancelledError  # stopped before it began (Generation.stop)
-            async for batch in upstream.stream(body, gather_s=self.config.token_coalesce_s):
-                content = self._absorb(batch, out)
-                if sink.wants_raw:
-                    await sink.raw([chunk.raw for chunk in batch])
-                if not content:
-                    continue
-                if out.first_token_at is None:
-                    out.first_token_at = time.monotonic()
-                    self._observer.first_token(out.first_token_at - started)
-                payload = {**base, "seq": out.tokens, "content": content}
-                out.tokens += 1
-                if keep_text:
-                    out.text.append(content)
-                await self._log.append(gen.key, "token", payload)
-                await sink.emit("token", payload)
+            stream = upstream.stream(body, gather_s=self.config.token_coalesce_s)
+            async with _closing(stream):  # a budget stop closes the upstream request now
+                async for batch in stream:
+                    content = self._absorb(batch, out)
+                    if sink.wants_raw:
+                        await sink.raw([chunk.raw for chunk in batch])
+                    if content:
+                        if out.first_token_at is None:
+                            out.first_token_at = time.monotonic()
+                            self._observer.first_token(out.first_token_at - started)
+                        payload = {**base, "seq": out.tokens, "content": content}
+                        out.tokens += 1
+                        if keep_text:
+                            out.text.append(content)
+                        await self._log.append(gen.key, "token", payload)
+                        await sink.emit("token", payload)
+                    # The budget hook per batch: stop after this batch once it is crossed.
+                    if meter is not None and not await meter.spend(_deltas(batch)):
+                        raise BudgetExceeded(meter.retry_after())
             terminal = ("done", self._done(base, out, out.finish_reason or "stop"))
         except asyncio.CancelledError:
             task = asyncio.current_task()
@@ -380,6 +409,14 @@ class ChatPipeline:
                 terminal = ("error", {**base, **error.to_wire()})
             else:
                 terminal = ("done", self._done(base, out, "cancelled"))
+        except BudgetExceeded as exc:
+            error = ProtocolError(
+                ErrorCode.BUDGET_EXCEEDED,
+                "Your daily budget is spent; the answer was stopped.",
+                retry_after=exc.retry_after,
+            )
+            code = error.code.value
+            terminal = ("error", {**base, **error.to_wire()})
         except Exception as exc:
             error = to_protocol_error(exc)
             code = error.code.value
@@ -421,7 +458,11 @@ class ChatPipeline:
             first_token_s=None if out.first_token_at is None else out.first_token_at - started,
             duration_s=time.monotonic() - started,
             stop_reason=gen.stop_reason.value if gen.stop_reason else None,
+            generation_id=out.generation_id,
+            deltas=out.deltas,
         )
+        if meter is not None:  # the budget hook at the end: the real usage replaces the count
+            await _settle(meter, out.usage)
         self._observer.finished(end)
         # The one lifecycle line per request (accepted, first token, end).
         logger.info("request %s %s", gen.request_id, code or outcome, extra=end.log_fields())
@@ -430,7 +471,10 @@ class ChatPipeline:
     def _absorb(batch: list[Chunk], out: _Outcome) -> str:
         """The batch's text; its finish reason, model and usage go into ``out``."""
         parts = []
+        out.deltas += _deltas(batch)
         for chunk in batch:
+            if chunk.generation_id:
+                out.generation_id = chunk.generation_id
             if chunk.content:
                 parts.append(chunk.content)
             if chunk.finish_reason:
@@ -452,3 +496,35 @@ class ChatPipeline:
         if reported.get("cost") is not None:
             usage["cost"] = reported["cost"]
         return {**base, "finish_reason": finish_reason, "model": out.model, "usage": usage}
+
+
+@contextlib.asynccontextmanager
+async def _closing(stream: AsyncIterator[Any]) -> AsyncIterator[None]:
+    try:
+        yield
+    finally:
+        aclose = getattr(stream, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+
+def _deltas(batch: list[Chunk]) -> int:
+    """Upstream deltas in a batch: each counts as one token until the real usage comes."""
+    return sum(1 for c in batch if c.content or c.reasoning or c.tool_calls)
+
+
+async def _settle(meter: Meter, usage: Payload | None) -> None:
+    reported = usage or {}
+    prompt, completion, cost = (
+        reported.get("prompt_tokens"),
+        reported.get("completion_tokens"),
+        reported.get("cost"),
+    )
+    try:
+        await meter.settle(
+            prompt if isinstance(prompt, int) else 0,
+            completion if isinstance(completion, int) else None,
+            float(cost) if isinstance(cost, int | float) else 0.0,
+        )
+    except Exception:
+        logger.exception("settling the budget of %s failed", meter.user)

@@ -1,0 +1,293 @@
+"""Per-user daily budgets (PROTOCOL.md §4 ``budget_exceeded``, §5 ``BUDGET_*``).
+
+A day is a UTC day.  ``Budgets.admit`` refuses a request when the user's tokens or cost
+of the day are spent; otherwise it hands out a ``Meter`` that the stream feeds as it
+relays: each relayed delta counts as one token, and ``spend`` answers False once the
+budget is crossed, so the stream can stop within one batch.  ``settle`` replaces the
+estimate by the usage the upstream reported at the end.
+
+Counters live in Redis when nodes share one (``RedisCounters``: a hash per user and day
+that expires at the next UTC midnight), else in memory.  A counter that does not exist
+yet (a new day, a node's first start, a Redis that lost its data) is seeded once from
+the ledger.  When Redis fails, counting goes on in memory on this node (and says so in
+the log): a budget is never a reason to cut a stream short or refuse a user because a
+dependency hiccups.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+logger = logging.getLogger(__name__)
+
+Clock = Callable[[], float]
+NANO = 1_000_000_000  # cost is counted in Redis as integer nano-dollars
+
+
+def utc_day(now: float) -> str:
+    return datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%d")
+
+
+def next_midnight(now: float) -> float:
+    """Epoch seconds of the next UTC midnight."""
+    day = datetime.fromtimestamp(now, UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    return (day + timedelta(days=1)).timestamp()
+
+
+def seconds_to_midnight(now: float) -> float:
+    return max(1.0, math.ceil(next_midnight(now) - now))
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetLimits:
+    tokens_per_day: int | None = None  # prompt + completion tokens
+    cost_per_day: float | None = None  # USD, as the upstream reports it
+
+    @property
+    def active(self) -> bool:
+        return bool(self.tokens_per_day) or bool(self.cost_per_day)
+
+    def spent(self, tokens: int, cost: float) -> bool:
+        return bool(
+            (self.tokens_per_day and tokens >= self.tokens_per_day)
+            or (self.cost_per_day and cost >= self.cost_per_day)
+        )
+
+    def to_wire(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        if self.tokens_per_day:
+            out["tokens_per_day"] = self.tokens_per_day
+        if self.cost_per_day:
+            out["cost_per_day"] = self.cost_per_day
+        return out
+
+    def overridden_by(self, claim: Any) -> BudgetLimits:
+        """The JWT ``budget`` claim ``{tokens_per_day?, cost_per_day?}`` wins, field by field."""
+        if not isinstance(claim, Mapping):
+            return self
+        tokens, cost = self.tokens_per_day, self.cost_per_day
+        value = claim.get("tokens_per_day")
+        if isinstance(value, int | float) and not isinstance(value, bool) and value >= 0:
+            tokens = int(value) or None
+        value = claim.get("cost_per_day")
+        if isinstance(value, int | float) and not isinstance(value, bool) and value >= 0:
+            cost = float(value) or None
+        return BudgetLimits(tokens, cost)
+
+
+class BudgetExceeded(Exception):
+    def __init__(self, retry_after: float) -> None:
+        super().__init__("The daily budget is spent.")
+        self.retry_after = retry_after
+
+
+class Counters(Protocol):
+    async def add(
+        self, user: str, day: str, tokens: int, cost: float, expire_at: float
+    ) -> tuple[int, float]:
+        """Add to the day's counters; return the totals after."""
+        ...
+
+    async def get(self, user: str, day: str) -> tuple[int, float] | None:
+        """The day's totals, ``None`` when never seeded from the ledger."""
+        ...
+
+    async def seed(self, user: str, day: str, tokens: int, cost: float, expire_at: float) -> None:
+        """Add the ledger's totals once per counter (a no-op when already seeded)."""
+        ...
+
+
+class MemoryCounters:
+    def __init__(self) -> None:
+        self._day = ""
+        self._counts: dict[str, list[float]] = {}  # user -> [tokens, cost, seeded]
+
+    def _entry(self, user: str, day: str) -> list[float]:
+        if day != self._day:  # a new day: yesterday's counts are of no use
+            self._day, self._counts = day, {}
+        return self._counts.setdefault(user, [0, 0.0, 0])
+
+    async def add(
+        self, user: str, day: str, tokens: int, cost: float, expire_at: float
+    ) -> tuple[int, float]:
+        entry = self._entry(user, day)
+        entry[0] += tokens
+        entry[1] += cost
+        return int(entry[0]), entry[1]
+
+    async def get(self, user: str, day: str) -> tuple[int, float] | None:
+        entry = self._entry(user, day)
+        return (int(entry[0]), entry[1]) if entry[2] else None
+
+    async def seed(self, user: str, day: str, tokens: int, cost: float, expire_at: float) -> None:
+        entry = self._entry(user, day)
+        if not entry[2]:
+            entry[0] += tokens
+            entry[1] += cost
+            entry[2] = 1
+
+
+class RedisCounters:
+    """One hash per user and day, ``{tokens, cost (nano-USD), seeded}``, gone at midnight."""
+
+    def __init__(self, redis: aioredis.Redis, *, prefix: str, timeout_s: float) -> None:
+        self._redis = redis
+        self._prefix = prefix
+        self._timeout = timeout_s
+        self._local = MemoryCounters()
+        self._failing = False
+
+    def _key(self, user: str, day: str) -> str:
+        return f"{self._prefix}budget:{day}:{user}"
+
+    async def _call(self, coro: Awaitable[Any]) -> Any:
+        try:
+            result = await asyncio.wait_for(coro, self._timeout)
+        except (RedisError, OSError, TimeoutError) as exc:
+            if not self._failing:
+                logger.warning("budget counters: Redis failed (%s); counting on this node", exc)
+            self._failing = True
+            raise
+        if self._failing:
+            logger.warning("budget counters: Redis answers again")
+            self._failing = False
+        return result
+
+    async def add(
+        self, user: str, day: str, tokens: int, cost: float, expire_at: float
+    ) -> tuple[int, float]:
+        key = self._key(user, day)
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.hincrby(key, "tokens", tokens)
+        pipe.hincrby(key, "cost", round(cost * NANO))
+        pipe.expireat(key, int(expire_at) + 60)
+        try:
+            total, nano, _ = await self._call(pipe.execute())
+        except (RedisError, OSError, TimeoutError):
+            return await self._local.add(user, day, tokens, cost, expire_at)
+        return int(total), int(nano) / NANO
+
+    async def get(self, user: str, day: str) -> tuple[int, float] | None:
+        try:
+            tokens, nano, seeded = await self._call(
+                self._redis.hmget(self._key(user, day), ["tokens", "cost", "seeded"])
+            )
+        except (RedisError, OSError, TimeoutError):
+            local = await self._local.get(user, day)
+            return local if local is not None else (0, 0.0)
+        if not seeded:
+            return None
+        return int(tokens or 0), int(nano or 0) / NANO
+
+    async def seed(self, user: str, day: str, tokens: int, cost: float, expire_at: float) -> None:
+        key = self._key(user, day)
+        try:
+            first = await self._call(self._redis.hsetnx(key, "seeded", 1))
+            if first:
+                await self.add(user, day, tokens, cost, expire_at)
+        except (RedisError, OSError, TimeoutError):
+            await self._local.seed(user, day, tokens, cost, expire_at)
+
+
+SpentInLedger = Callable[[str, str], Awaitable[tuple[int, float]]]  # (user, day) -> totals
+
+
+class Budgets:
+    def __init__(
+        self,
+        defaults: BudgetLimits,
+        counters: Counters,
+        *,
+        ledger: SpentInLedger | None = None,
+        clock: Clock = time.time,
+        ledger_retry_s: float = 30.0,
+    ) -> None:
+        self.defaults = defaults
+        self.counters = counters
+        self._ledger = ledger
+        self._clock = clock
+        self._ledger_retry_s = ledger_retry_s
+        self._ledger_down_until = 0.0
+
+    def limits_for(self, claim: Any) -> BudgetLimits:
+        return self.defaults.overridden_by(claim)
+
+    def retry_after(self) -> float:
+        return seconds_to_midnight(self._clock())
+
+    async def spent(self, user: str, day: str | None = None) -> tuple[int, float]:
+        """The user's tokens and cost of ``day`` (today) as the counters know them."""
+        now = self._clock()
+        day = day or utc_day(now)
+        totals = await self.counters.get(user, day)
+        if totals is not None:
+            return totals
+        tokens, cost = 0, 0.0
+        if self._ledger is not None and now >= self._ledger_down_until:
+            try:
+                tokens, cost = await self._ledger(user, day)
+            except Exception as exc:
+                # Unseeded until the ledger answers; meanwhile the counters alone decide.
+                logger.warning("budget: the ledger did not answer (%s); seeding later", exc)
+                self._ledger_down_until = now + self._ledger_retry_s
+                return await self.counters.add(user, day, 0, 0.0, next_midnight(now))
+        await self.counters.seed(user, day, tokens, cost, next_midnight(now))
+        return await self.counters.add(user, day, 0, 0.0, next_midnight(now))
+
+    async def admit(self, user: str, claim: Any = None) -> Meter | None:
+        """``BudgetExceeded`` when the day's budget is spent; else a meter (None: no budget)."""
+        limits = self.limits_for(claim)
+        if not limits.active:
+            return None
+        now = self._clock()
+        day = utc_day(now)
+        tokens, cost = await self.spent(user, day)
+        if limits.spent(tokens, cost):
+            raise BudgetExceeded(seconds_to_midnight(now))
+        return Meter(self, user, day, limits, next_midnight(now))
+
+
+class Meter:
+    """One request's share of a budget: relayed deltas as they go, real usage at the end."""
+
+    def __init__(
+        self, budgets: Budgets, user: str, day: str, limits: BudgetLimits, expire_at: float
+    ) -> None:
+        self._budgets = budgets
+        self.user = user
+        self.day = day
+        self.limits = limits
+        self._expire_at = expire_at
+        self.counted = 0  # deltas counted as tokens so far
+        self._settled = False
+
+    def retry_after(self) -> float:
+        return self._budgets.retry_after()
+
+    async def spend(self, deltas: int) -> bool:
+        """Count ``deltas`` tokens; False once the day's budget is crossed."""
+        self.counted += deltas
+        tokens, cost = await self._budgets.counters.add(
+            self.user, self.day, deltas, 0.0, self._expire_at
+        )
+        return not self.limits.spent(tokens, cost)
+
+    async def settle(self, prompt_tokens: int, completion_tokens: int | None, cost: float) -> None:
+        """Replace the estimate by the reported usage (``None``: keep the relayed count)."""
+        if self._settled:
+            return
+        self._settled = True
+        completion = self.counted if completion_tokens is None else completion_tokens
+        correction = prompt_tokens + completion - self.counted
+        if correction or cost:
+            await self._budgets.counters.add(self.user, self.day, correction, cost, self._expire_at)
