@@ -4,8 +4,6 @@
 token whose ``roles`` claim holds ``admin``, or a built-in account marked ``admin``.
 """
 
-from __future__ import annotations
-
 import time
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -37,9 +35,7 @@ def _day(value: str | None, default: date, name: str) -> date:
     try:
         return date.fromisoformat(value)
     except ValueError:
-        raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_ENTITY, f"{name} must be a date, YYYY-MM-DD"
-        ) from None
+        raise HTTPException(422, f"{name} must be a date, YYYY-MM-DD") from None
 
 
 def _unavailable() -> HTTPException:
@@ -122,7 +118,7 @@ def usage_router(
         first = _day(from_, last - timedelta(days=WINDOW_DAYS - 1), "from")
         if first > last or (last - first).days >= MAX_RANGE_DAYS:
             raise HTTPException(
-                status.HTTP_422_UNPROCESSABLE_ENTITY,
+                422,
                 f"from must not be after to, and the range at most {MAX_RANGE_DAYS} days",
             )
         try:

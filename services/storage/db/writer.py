@@ -91,6 +91,7 @@ class BatchWriter(Generic[T]):
                 await self._wake.wait()
                 if len(self._items) < self._batch_size and not self._closing:
                     await asyncio.sleep(self._gather_s)  # let a burst form one batch
+                continue
             batch = [self._items.popleft() for _ in range(min(self._batch_size, len(self._items)))]
             self._busy = True
             try:
