@@ -1,9 +1,10 @@
 """The durable store at run time: migrations, the two background writers, the reads.
 
-``Ledger.start`` returns at once; migrations run in the background and are retried
-until the database answers, so a relay whose database is down still chats (its rows
-wait in memory, bounded).  ``record`` and ``archive`` never wait: the usage ledger and
-room history are written off the hot path by ``BatchWriter``s.
+``Ledger.start`` waits for the migrations at most one call timeout; past that they go
+on in the background and are retried until the database answers, so a relay whose
+database is down still starts and chats (its rows wait in memory, bounded).
+``record`` and ``archive`` never wait: the usage ledger and room history are written
+off the hot path by ``BatchWriter``s.
 """
 
 from __future__ import annotations
@@ -56,12 +57,15 @@ class Ledger:
             self._ready = asyncio.Event()
         await self._ready.wait()
 
-    async def start(self) -> None:
+    async def start(self, wait_s: float | None = None) -> None:
+        """Migrate; wait at most ``wait_s`` (the call timeout), then go on in the background."""
         if self._ready is None:
             self._ready = asyncio.Event()
         self.usage.start()
         self.rooms.start()
         self._task = asyncio.create_task(self._prepare(), name="ledger:migrate")
+        limit = self.db.timeout_s if wait_s is None else wait_s
+        await asyncio.wait({self._task}, timeout=limit)
 
     async def _prepare(self) -> None:
         assert self._ready is not None
