@@ -108,14 +108,18 @@ class Counters(Protocol):
 
 
 class MemoryCounters:
+    """This process's counters: today's and yesterday's (a stream may end after midnight)."""
+
     def __init__(self) -> None:
-        self._day = ""
-        self._counts: dict[str, list[float]] = {}  # user -> [tokens, cost, seeded]
+        self._days: dict[str, dict[str, list[float]]] = {}  # day -> user -> [tokens, cost, seeded]
 
     def _entry(self, user: str, day: str) -> list[float]:
-        if day != self._day:  # a new day: yesterday's counts are of no use
-            self._day, self._counts = day, {}
-        return self._counts.setdefault(user, [0, 0.0, 0])
+        counts = self._days.get(day)
+        if counts is None:
+            counts = self._days[day] = {}
+            for old in sorted(self._days)[:-2]:
+                del self._days[old]
+        return counts.setdefault(user, [0, 0.0, 0])
 
     async def add(
         self, user: str, day: str, tokens: int, cost: float, expire_at: float
@@ -129,6 +133,11 @@ class MemoryCounters:
         entry = self._entry(user, day)
         return (int(entry[0]), entry[1]) if entry[2] else None
 
+    def totals(self, user: str, day: str) -> tuple[int, float]:
+        """Seeded or not (what this node counted while Redis was away)."""
+        entry = self._entry(user, day)
+        return int(entry[0]), entry[1]
+
     async def seed(self, user: str, day: str, tokens: int, cost: float, expire_at: float) -> None:
         entry = self._entry(user, day)
         if not entry[2]:
@@ -140,23 +149,39 @@ class MemoryCounters:
 class RedisCounters:
     """One hash per user and day, ``{tokens, cost (nano-USD), seeded}``, gone at midnight."""
 
-    def __init__(self, redis: aioredis.Redis, *, prefix: str, timeout_s: float) -> None:
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        *,
+        prefix: str,
+        timeout_s: float,
+        retry_s: float = 5.0,
+        clock: Clock = time.monotonic,
+    ) -> None:
         self._redis = redis
         self._prefix = prefix
         self._timeout = timeout_s
+        self._retry_s = retry_s
+        self._clock = clock
         self._local = MemoryCounters()
         self._failing = False
+        self._down_until = 0.0  # after a failure, count locally for a while: no stalls
 
     def _key(self, user: str, day: str) -> str:
         return f"{self._prefix}budget:{day}:{user}"
 
     async def _call(self, coro: Awaitable[Any]) -> Any:
+        if self._clock() < self._down_until:
+            if asyncio.iscoroutine(coro):
+                coro.close()
+            raise TimeoutError("Redis failed a moment ago")
         try:
             result = await asyncio.wait_for(coro, self._timeout)
         except (RedisError, OSError, TimeoutError) as exc:
             if not self._failing:
                 logger.warning("budget counters: Redis failed (%s); counting on this node", exc)
             self._failing = True
+            self._down_until = self._clock() + self._retry_s
             raise
         if self._failing:
             logger.warning("budget counters: Redis answers again")
@@ -183,8 +208,7 @@ class RedisCounters:
                 self._redis.hmget(self._key(user, day), ["tokens", "cost", "seeded"])
             )
         except (RedisError, OSError, TimeoutError):
-            local = await self._local.get(user, day)
-            return local if local is not None else (0, 0.0)
+            return self._local.totals(user, day)
         if not seeded:
             return None
         return int(tokens or 0), int(nano or 0) / NANO
@@ -233,11 +257,13 @@ class Budgets:
         if totals is not None:
             return totals
         tokens, cost = 0, 0.0
-        if self._ledger is not None and now >= self._ledger_down_until:
+        if self._ledger is not None:
+            if now < self._ledger_down_until:  # unseeded until the ledger answers again
+                return await self.counters.add(user, day, 0, 0.0, next_midnight(now))
             try:
                 tokens, cost = await self._ledger(user, day)
             except Exception as exc:
-                # Unseeded until the ledger answers; meanwhile the counters alone decide.
+                # Meanwhile the counters alone decide.
                 logger.warning("budget: the ledger did not answer (%s); seeding later", exc)
                 self._ledger_down_until = now + self._ledger_retry_s
                 return await self.counters.add(user, day, 0, 0.0, next_midnight(now))
