@@ -31,7 +31,13 @@ from events.transport.internals.socketio_server import (
 )
 from events.transport.socketio_events import SocketIOEvents
 from events.transport.websocket import WebSocketEndpoint
-from health.checks import disabled_check, flag_check, redis_check, upstream_check
+from health.checks import (
+    database_check,
+    disabled_check,
+    flag_check,
+    redis_check,
+    upstream_check,
+)
 from health.router import health_router
 from server import __version__
 from server.apidocs import HTTP_DESCRIPTION, OPENAPI_TAGS, event_docs_router
@@ -280,6 +286,7 @@ def create_app(settings: Settings, extensions: Sequence[Extension] | None = None
                 "redis": disabled_check
                 if redis is None or not isinstance(manager, RedisManager)
                 else redis_check(redis.ping, lambda: manager.relaying),
+                "database": database_check(ledger.healthy),
                 **auth_checks(verifier),
             },
         )

@@ -88,6 +88,12 @@ class Ledger:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 30.0)
 
+    async def healthy(self) -> bool:
+        """Migrated, no writer failing, and the database answers a ping (readiness)."""
+        if not self.ready or self.usage.failing or self.rooms.failing:
+            return False
+        return await self.db.ping()
+
     def record(self, row: UsageRow) -> None:
         self.usage.put(row)
 

@@ -63,11 +63,16 @@ async def test_chats_stream_while_the_database_hangs_and_every_row_lands_after(
                     assert time.monotonic() - started < 3
                     assert server.app.runtime.ledger is not None
                     assert server.app.runtime.ledger.usage.failing
+                    status, ready = await get(server.url + "/health/ready", None)
+                    assert (status, ready["status"]) == (200, "degraded")  # still in rotation
+                    assert ready["checks"]["database"] == "degraded"
                 finally:
                     proxy.send_signal(signal.SIGCONT)
                 total = len(before) + len(during)
                 body = await usage_settled(server, token, total)
                 assert body["today"]["requests"] == total
+                status, ready = await get(server.url + "/health/ready", None)
+                assert (status, ready["checks"]["database"]) == (200, "ok")
                 # The database never delayed a token: the same latency with it hanging.
                 assert statistics.median(during) < statistics.median(before) * 1.5 + 0.05
                 async with (

@@ -13,7 +13,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from sqlalchemy import event
+from sqlalchemy import event, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
@@ -120,11 +120,9 @@ class Database:
         if not task.cancelled() and task.exception() is not None:
             logger.debug("a timed-out database call ended with %r", task.exception())
 
-    async def ping(self) -> bool:
-        from sqlalchemy import text
-
+    async def ping(self, timeout_s: float = 1.0) -> bool:
         try:
-            await self.run(lambda conn: conn.execute(text("SELECT 1")), timeout_s=2.0)
+            await self.run(lambda conn: conn.execute(text("SELECT 1")), timeout_s=timeout_s)
         except DatabaseUnavailable:
             return False
         return True
