@@ -8,6 +8,7 @@ them back into the live store, so the conversation goes on after a restart.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -33,6 +34,7 @@ class DurableRoomStore:
         history_limit: int,
         max_age_s: float,
         clock: Callable[[], float] = time.time,
+        retry_s: float = 10.0,
     ) -> None:
         self.live = live
         self._archive = archive
@@ -40,17 +42,39 @@ class DurableRoomStore:
         self._max_age = max_age_s
         self._clock = clock
         self._restored: set[str] = set()  # rooms looked up in the archive by this process
+        self._retry_s = retry_s
+        self._down_until = 0.0  # after a failed lookup, joins do not wait on the archive
+        self._lookups: dict[str, asyncio.Future[list[Message]]] = {}
 
     async def _restore(self, room: str, history: list[Message]) -> list[Message]:
-        if history or room in self._restored:
+        if history or self._clock() < self._down_until:
             return history
+        lookup = self._lookups.get(room)
+        if lookup is not None:  # another join of this room is restoring it: share that
+            return await asyncio.shield(lookup)
+        if room in self._restored:
+            return history
+        task = asyncio.ensure_future(self._lookup(room, history))
+        self._lookups[room] = task
+        try:
+            return await asyncio.shield(task)
+        finally:
+            if task.done():
+                self._lookups.pop(room, None)
+            else:
+                task.add_done_callback(lambda _t: self._lookups.pop(room, None))
+
+    async def _lookup(self, room: str, history: list[Message]) -> list[Message]:
+        if len(self._restored) >= 100_000:
+            self._restored.clear()
         self._restored.add(room)
         try:
             found = await self._archive.room_history(
                 room, limit=self._limit, since_ts=self._clock() - self._max_age
             )
         except Exception as exc:
-            self._restored.discard(room)  # try again on the next join
+            self._restored.discard(room)  # try again on a later join
+            self._down_until = self._clock() + self._retry_s
             logger.warning("room %s: the stored history is unavailable (%s)", room, exc)
             return history
         if not found:

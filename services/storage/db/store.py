@@ -160,7 +160,7 @@ class SqlStore:
         query = (
             select(room_messages.c.message)
             .where(room_messages.c.room == room, room_messages.c.ts >= since_ts)
-            .order_by(room_messages.c.seq.desc())
+            .order_by(room_messages.c.ts.desc(), room_messages.c.seq.desc())  # nodes write late
             .limit(limit)
         )
 
