@@ -47,6 +47,7 @@ TTFT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 15, 30, 60)
 DURATION_BUCKETS = (0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 900)
 UPSTREAM_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60)
 NO_CODE = "none"
+MAX_MODEL_LABELS = 200  # per-model counters: bounded, whatever the upstream reports
 
 
 def multiprocess_active() -> bool:
@@ -129,6 +130,7 @@ class RelayMetrics:
             ["kind"],
             registry=r,
         )
+        self._model_labels: set[str] = set()
         self.model_tokens = Counter(
             "llm_relay_model_tokens",
             "Tokens per model as the upstream reported them (kind: prompt, completion).",
@@ -258,7 +260,7 @@ class RelayMetrics:
         self.duration.labels(end.outcome).observe(end.duration_s)
         if end.tokens:
             self.tokens.labels(end.transport).inc(end.tokens)
-        model = (end.model or "unknown")[:200]
+        model = self._model_label(end.model)
         for kind in ("prompt", "completion"):
             value = (end.usage or {}).get(f"{kind}_tokens")
             if isinstance(value, int) and value > 0:
@@ -267,6 +269,15 @@ class RelayMetrics:
         cost = (end.usage or {}).get("cost")
         if isinstance(cost, int | float) and not isinstance(cost, bool) and cost > 0:
             self.model_cost.labels(model).inc(cost)
+
+    def _model_label(self, model: str | None) -> str:
+        """Models the upstream billed for; past ``MAX_MODEL_LABELS`` distinct ones, "other"."""
+        name = (model or "unknown")[:200]
+        if name not in self._model_labels:
+            if len(self._model_labels) >= MAX_MODEL_LABELS:
+                return "other"
+            self._model_labels.add(name)
+        return name
 
     # -- events.core.relay.RelayObserver ---------------------------------------------------------
 
