@@ -394,8 +394,10 @@ class ChatPipeline:
                             out.text.append(content)
                         await self._log.append(gen.key, "token", payload)
                         await sink.emit("token", payload)
-                    # The budget hook per batch: stop after this batch once it is crossed.
-                    if meter is not None and not await meter.spend(_deltas(batch)):
+                    # The budget hook per batch: stop after this batch once it is crossed
+                    # (an answer that has just finished is let through to its ``done``).
+                    within = meter is None or await meter.spend(_deltas(batch))
+                    if not within and out.finish_reason is None and meter is not None:
                         raise BudgetExceeded(meter.retry_after())
             terminal = ("done", self._done(base, out, out.finish_reason or "stop"))
         except asyncio.CancelledError:
