@@ -54,27 +54,26 @@ def private_postgres() -> Iterator[str]:
     workdir = Path(tempfile.mkdtemp(prefix="llm-relay-pg-"))
     data = workdir / "data"
     port = free_port()
-    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
-    subprocess.run(
-        [PG_BIN / "initdb", "-D", data, "-U", "postgres", "--auth=trust", "-E", "UTF8"],
-        check=True,
-        **quiet,
-    )
+    as_user: list[str] = []
+    if os.geteuid() == 0:  # PostgreSQL refuses to run as root: use its system account
+        import pwd
+
+        account = pwd.getpwnam("postgres")
+        os.chown(workdir, account.pw_uid, account.pw_gid)
+        as_user = ["runuser", "-u", "postgres", "--"]
+
+    def run(*args: object, check: bool = True) -> None:
+        command = [*as_user, *(str(arg) for arg in args)]
+        subprocess.run(command, check=check, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    run(PG_BIN / "initdb", "-D", data, "-U", "postgres", "--auth=trust", "-E", "UTF8")
     options = f"-p {port} -k {workdir} -c listen_addresses=127.0.0.1 -c fsync=off"
-    subprocess.run(
-        [PG_BIN / "pg_ctl", "-D", data, "-o", options, "-w", "-t", "30", "start"],
-        check=True,
-        **quiet,
-    )
+    run(PG_BIN / "pg_ctl", "-D", data, "-o", options, "-w", "-t", "30", "start")
     try:
-        subprocess.run(
-            [PG_BIN / "createdb", "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "test"],
-            check=True,
-            **quiet,
-        )
+        run(PG_BIN / "createdb", "-h", "127.0.0.1", "-p", port, "-U", "postgres", "test")
         yield f"postgresql://postgres@127.0.0.1:{port}/test"
     finally:
-        subprocess.run([PG_BIN / "pg_ctl", "-D", data, "-m", "immediate", "stop"], **quiet)
+        run(PG_BIN / "pg_ctl", "-D", data, "-m", "immediate", "stop", check=False)
         shutil.rmtree(workdir, ignore_errors=True)
 
 
