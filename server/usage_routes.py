@@ -129,12 +129,14 @@ def usage_router(
         per_user: dict[str, list[tuple[str, Totals]]] = {}
         for user_id, day, totals in rows:
             per_user.setdefault(user_id, []).append((day, totals))
+        today = _today().isoformat()
         return {
             "from": first.isoformat(),
             "to": last.isoformat(),
             "users": [
                 {
                     "user": user_id,
+                    "today": next((t for d, t in days if d == today), Totals()).to_wire(),
                     "total": _sum([t for _d, t in days]).to_wire(),
                     "days": [{"date": day, **totals.to_wire()} for day, totals in days],
                 }

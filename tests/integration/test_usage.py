@@ -101,6 +101,8 @@ async def test_usage_needs_a_token_and_the_operator_view_an_admin(
         assert status == 200, body
         assert [u["user"] for u in body["users"]] == ["alice"]
         assert body["users"][0]["total"]["requests"] == 1
+        assert body["users"][0]["today"] == body["users"][0]["total"]
+        assert body["users"][0]["days"][0]["requests"] == 1
         assert [m["requests"] for m in body["models"]] == [1]
         status, body = await get(server.url + "/usage?user=nobody", make_token("o", roles="admin"))
         assert (status, body["users"]) == (200, [])
