@@ -170,3 +170,30 @@ async def test_a_stream_crossing_the_budget_stops_within_one_batch(
         assert body["today"]["completion_tokens"] == sum(batches)  # relayed deltas, no usage
         event, error = await chat(rec)
         assert (event, error["code"]) == ("refused", "budget_exceeded")
+
+
+async def test_the_raw_websocket_is_held_to_the_same_budget(
+    upstream: UpstreamDouble, settings_for: Callable[..., Any]
+) -> None:
+    upstream.set_default(Scenario(text=LONG_TEXT, delay_s=0.002))
+    token = make_token("alice", budget={"tokens_per_day": 50})
+    request = {"messages": [{"role": "user", "content": "go"}]}
+    async with run_server(settings_for()) as server:
+        url = f"{server.ws_url}/websockets/openrouter"
+        headers = {"Authorization": f"Bearer {token}"}
+        async with aiohttp.ClientSession() as http, http.ws_connect(url, headers=headers) as ws:
+            frames = []
+            for _ in range(2):
+                await ws.send_json(request)
+                while True:
+                    frame = await ws.receive_json(timeout=20)
+                    frames.append(frame)
+                    if frame["type"] in ("done", "error"):
+                        break
+    first, second = (f for f in frames if f["type"] == "error")
+    assert first["code"] == "budget_exceeded"
+    assert first["request_id"] == frames[0]["request_id"]  # the stream was stopped
+    relayed = [len(f["content"].split()) for f in frames if f["type"] == "token"]
+    assert sum(relayed[:-1]) < 50 <= sum(relayed)
+    assert second["code"] == "budget_exceeded"  # the next one is refused
+    assert abs(second["retry_after"] - to_midnight()) < 5
