@@ -50,9 +50,10 @@ from server.routes import auth_router, client_router, web_routes
 from server.security import ConfigError, auth_checks, build_limits, build_verifier
 from server.settings import Settings
 from server.usage_routes import usage_router
-from services.budget import BudgetLimits, Budgets, Counters, MemoryCounters, RedisCounters
+from services.budget import BudgetLimits, Budgets
 from services.generations import GenerationRegistry
 from services.ledger import Ledger
+from services.storage.budget_counters import Counters, MemoryCounters, RedisCounters
 from services.storage.bus import LocalBus, NodeBus, RedisBus, new_node_id
 from services.storage.durable_rooms import DurableRoomStore
 from services.storage.redis_client import redis_client

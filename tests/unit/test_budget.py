@@ -13,12 +13,11 @@ from services.budget import (
     BudgetExceeded,
     BudgetLimits,
     Budgets,
-    MemoryCounters,
-    RedisCounters,
     next_midnight,
     seconds_to_midnight,
     utc_day,
 )
+from services.storage.budget_counters import MemoryCounters, RedisCounters
 
 
 def at(text: str) -> float:
