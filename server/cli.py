@@ -148,7 +148,7 @@ def run_migrate(settings: Settings) -> int:
     import asyncio
 
     from services.storage.db.engine import Database, safe_url
-    from services.storage.db.migrate import HEAD, migrate
+    from services.storage.db.migrate import head, migrate
 
     async def go() -> str | None:
         db = Database(settings.database_url, timeout_s=settings.database_timeout_s)
@@ -162,7 +162,7 @@ def run_migrate(settings: Settings) -> int:
     except Exception as exc:
         print(f"error: migrating {safe_url(settings.database_url)} failed: {exc}", file=sys.stderr)
         return 1
-    print(f"{safe_url(settings.database_url)}: revision {before or '(empty)'} -> {HEAD}")
+    print(f"{safe_url(settings.database_url)}: revision {before or '(empty)'} -> {head()}")
     return 0
 
 

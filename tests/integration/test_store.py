@@ -15,7 +15,7 @@ from sqlalchemy.engine import make_url
 
 from services.ledger import Ledger
 from services.storage.db.engine import Database, DatabaseUnavailable
-from services.storage.db.migrate import HEAD, migrate
+from services.storage.db.migrate import head, migrate
 from services.storage.db.store import SqlStore, UsageRow
 from services.storage.db.writer import BatchWriter
 from tests.postgres_server import fresh_database
@@ -78,7 +78,8 @@ async def test_two_processes_migrate_the_same_database_at_once(database_url: str
         versions = await db.run(
             lambda c: c.execute(text("SELECT version_num FROM alembic_version"))
         )
-        assert [r[0] for r in versions] == [HEAD]
+        assert [r[0] for r in versions] == [head()]
+        assert head() == "0001"
     finally:
         await db.aclose()
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import functools
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -22,7 +23,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 ADVISORY_KEY = 0x6C6C6D72656C6179 & 0x7FFFFFFFFFFFFFFF  # "llmrelay"
-HEAD = "0001"
 
 
 def alembic_config(connection: Connection | None = None) -> Config:
@@ -30,6 +30,14 @@ def alembic_config(connection: Connection | None = None) -> Config:
     config.set_main_option("script_location", str(MIGRATIONS))
     config.attributes["connection"] = connection
     return config
+
+
+@functools.cache
+def head() -> str | None:
+    """The newest revision in ``migrations/versions``."""
+    from alembic.script import ScriptDirectory
+
+    return ScriptDirectory.from_config(alembic_config()).get_current_head()
 
 
 def _upgrade(connection: Connection) -> None:
@@ -86,7 +94,7 @@ async def _migrate(engine: AsyncEngine, timeout_s: float) -> str | None:
             try:
                 before = await conn.run_sync(_current)
                 await conn.commit()
-                if before != HEAD:
+                if before != head():
                     await conn.run_sync(_upgrade)
                     await conn.commit()
                 return before
@@ -102,7 +110,7 @@ async def _migrate(engine: AsyncEngine, timeout_s: float) -> str | None:
     async with lock, engine.connect() as conn:
         before = await conn.run_sync(_current)
         await conn.commit()
-        if before != HEAD:
+        if before != head():
             await conn.run_sync(_upgrade)
             await conn.commit()
         return before
