@@ -10,6 +10,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from auth.users import Account, UserStore, hash_password
 from tests.harness import Recorder, RunningServer, assert_clean_stream, make_token, run_server
@@ -63,8 +64,15 @@ async def test_usage_me_is_the_sum_of_the_usage_in_done(
             event, done = await chat(rec, text)
             assert event == "done"
             dones.append(done)
-        assert (await chat(other))[0] == "done"
+        event, done_bob = await chat(other)
+        assert event == "done"
         body = await usage_settled(server, alice, 3)
+        async with aiohttp.ClientSession() as http, http.get(server.url + "/metrics") as resp:
+            metrics = {
+                (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+                for family in text_string_to_metric_families(await resp.text())
+                for sample in family.samples
+            }
     today = datetime.now(UTC).date().isoformat()
     assert body["user"] == "alice"
     assert body["budget"] == {}
@@ -73,6 +81,15 @@ async def test_usage_me_is_the_sum_of_the_usage_in_done(
         assert body["today"][name] == sum(d["usage"][name] for d in dones)
     assert body["today"]["cost"] == pytest.approx(sum(d["usage"]["cost"] for d in dones))
     assert body["days"] == [{"date": today, **body["today"]}]
+    model = dones[0]["model"]
+    everyone = [*dones, done_bob]
+    completion = (("kind", "completion"), ("model", model))
+    assert metrics[("llm_relay_model_tokens_total", completion)] == sum(
+        d["usage"]["completion_tokens"] for d in everyone
+    )
+    assert metrics[("llm_relay_model_cost_usd_total", (("model", model),))] == pytest.approx(
+        sum(d["usage"]["cost"] for d in everyone)
+    )
 
 
 async def test_usage_needs_a_token_and_the_operator_view_an_admin(
