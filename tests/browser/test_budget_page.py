@@ -35,7 +35,7 @@ async def test_the_remaining_budget_is_shown_and_goes_down(
         assert await budget.inner_text() == "1,000 tokens left today"
         await chat.send("Hello")
         await chat.wait_answer_state(await chat.latest_answer(), "done")
-        await chat.page.reload()  # the next refresh (every 15 s, or on reload) sees the answer
+        await chat.page.reload()  # the next refresh (every 30 s, or on reload) sees the answer
         await expect(budget).to_have_text(re.compile(r"^9\d\d tokens left today$"))
         text = await budget.inner_text()
         match = re.fullmatch(r"(\d+) tokens left today", text)

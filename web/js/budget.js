@@ -2,7 +2,10 @@
 // Self-contained on purpose: it reads the page's stored token and touches one element.
 
 const AUTH_KEY = "llm-relay.auth"; // where app.js keeps {token, ...} for this tab
-const REFRESH_MS = 15000;
+const REFRESH_MS = 30000;
+const TOKEN_CHECK_MS = 2000;
+let timer = null; // polls only while a budget is set: no budget, no load on the ledger
+let seenToken = null;
 
 function currentToken() {
   try {
@@ -31,6 +34,7 @@ export function remainingText(usage) {
 
 async function refresh(element) {
   const token = currentToken();
+  seenToken = token;
   if (!token || document.hidden) {
     if (!token) element.hidden = true;
     return;
@@ -44,6 +48,12 @@ async function refresh(element) {
     const text = remainingText(await response.json());
     element.textContent = text ?? "";
     element.hidden = text === null;
+    if (text === null && timer !== null) {
+      clearInterval(timer);
+      timer = null;
+    } else if (text !== null && timer === null) {
+      timer = setInterval(() => refresh(element), REFRESH_MS);
+    }
   } catch {
     /* offline for a moment: keep what is shown */
   }
@@ -53,8 +63,11 @@ function startBudget() {
   const element = document.getElementById("budget");
   if (!element) return;
   refresh(element);
-  setInterval(() => refresh(element), REFRESH_MS);
   document.addEventListener("visibilitychange", () => refresh(element));
+  // A sign-in, sign-out or renewed token in this tab (no network while it stays the same).
+  setInterval(() => {
+    if (currentToken() !== seenToken) refresh(element);
+  }, TOKEN_CHECK_MS);
 }
 
 if (typeof document !== "undefined") {
