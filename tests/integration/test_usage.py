@@ -214,3 +214,20 @@ async def test_the_raw_websocket_is_held_to_the_same_budget(
     assert sum(relayed[:-1]) < 50 <= sum(relayed)
     assert second["code"] == "budget_exceeded"  # the next one is refused
     assert abs(second["retry_after"] - to_midnight()) < 5
+
+
+async def test_rows_still_pending_at_shutdown_are_written_before_exit(
+    upstream: UpstreamDouble, settings_for: Callable[..., Any], recorders: Factory
+) -> None:
+    settings = settings_for()
+    token = make_token("alice")
+    async with run_server(settings) as server:
+        rec = recorders()
+        await rec.connect(server.url, token)
+        for _ in range(3):
+            assert (await chat(rec))[0] == "done"
+        await rec.close()
+    async with run_server(settings) as server:  # the same database, a new process state
+        status, body = await get(server.url + "/usage/me", token)
+    assert status == 200
+    assert body["today"]["requests"] == 3
