@@ -182,6 +182,7 @@ def create_app(settings: Settings, extensions: Sequence[Extension] | None = None
     )
     connections = Connections()
     metrics.watch(connections, registry)
+    metrics.watch_ledger(ledger.backlog)
     counter = limits.connections
     tails = TailRegistry()
     manager: MemoryManager | RedisManager = (

@@ -20,6 +20,7 @@ import hmac
 import logging
 import os
 from collections import Counter as Tally
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -64,6 +65,7 @@ class RelayMetrics:
             prometheus_client.PlatformCollector(registry=r)
         self._connections: Connections | None = None
         self._streams: GenerationRegistry | None = None
+        self._ledger: Callable[[], tuple[int, int]] | None = None  # (pending, dropped)
         self._task: asyncio.Task[None] | None = None
 
         self.build_info = Gauge(
@@ -102,6 +104,18 @@ class RelayMetrics:
         self.room_members = Gauge(
             "llm_relay_room_members",
             "Room memberships (connection, room) on this process.",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.ledger_pending = Gauge(
+            "llm_relay_ledger_pending",
+            "Ledger rows and room messages waiting for the database on this process.",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.ledger_dropped = Gauge(
+            "llm_relay_ledger_dropped",
+            "Rows this process dropped since it started (over DATABASE_MAX_PENDING).",
             registry=r,
             multiprocess_mode="livesum",
         )
@@ -197,8 +211,16 @@ class RelayMetrics:
         self._connections = connections
         self._streams = streams
 
+    def watch_ledger(self, state: Callable[[], tuple[int, int]]) -> None:
+        """``state()``: rows waiting for the database, rows dropped so far."""
+        self._ledger = state
+
     def refresh(self) -> None:
         """Set the gauges from the live state."""
+        if self._ledger is not None:
+            pending, dropped = self._ledger()
+            self.ledger_pending.set(pending)
+            self.ledger_dropped.set(dropped)
         if self._connections is not None:
             conns = self._connections.all()
             by_transport = Tally(conn.transport for conn in conns)

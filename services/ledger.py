@@ -88,6 +88,13 @@ class Ledger:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 30.0)
 
+    def backlog(self) -> tuple[int, int]:
+        """Rows and messages waiting for the database, and those dropped so far."""
+        return (
+            self.usage.pending + self.rooms.pending,
+            self.usage.dropped + self.rooms.dropped,
+        )
+
     async def healthy(self) -> bool:
         """Migrated, no writer failing, and the database answers a ping (readiness)."""
         if not self.ready or self.usage.failing or self.rooms.failing:

@@ -63,6 +63,13 @@ async def test_chats_stream_while_the_database_hangs_and_every_row_lands_after(
                     assert time.monotonic() - started < 3
                     assert server.app.runtime.ledger is not None
                     assert server.app.runtime.ledger.usage.failing
+                    async with (
+                        aiohttp.ClientSession() as http,
+                        http.get(server.url + "/metrics") as resp,
+                    ):
+                        assert "llm_relay_ledger_pending " in await resp.text()
+                    pending = server.app.runtime.ledger.backlog()[0]
+                    assert pending > 0
                     status, ready = await get(server.url + "/health/ready", None)
                     assert (status, ready["status"]) == (200, "degraded")  # still in rotation
                     assert ready["checks"]["database"] == "degraded"
@@ -81,3 +88,5 @@ async def test_chats_stream_while_the_database_hangs_and_every_row_lands_after(
                 ):
                     metrics = await resp.text()
                 assert 'llm_relay_model_cost_usd_total{model="' in metrics
+                assert "llm_relay_ledger_pending 0.0" in metrics
+                assert "llm_relay_ledger_dropped 0.0" in metrics
