@@ -55,7 +55,7 @@ from services.generations import GenerationRegistry
 from services.ledger import Ledger
 from services.storage.budget_counters import Counters, MemoryCounters, RedisCounters
 from services.storage.bus import LocalBus, NodeBus, RedisBus, new_node_id
-from services.storage.durable_rooms import DurableRoomStore
+from services.storage.durable_rooms import DurableRoomStore, RedisRestoreLock
 from services.storage.redis_client import redis_client
 from services.storage.redis_rooms import RedisRoomStore
 from services.storage.redis_streamlog import RedisStreamLog
@@ -232,6 +232,7 @@ def create_app(settings: Settings, extensions: Sequence[Extension] | None = None
         ledger,
         history_limit=settings.room_history_limit,
         max_age_s=settings.room_history_max_age_s,
+        lock=RedisRestoreLock(redis, prefix=settings.redis_key_prefix) if redis else None,
     )
     rooms = RoomEvents(
         sio,

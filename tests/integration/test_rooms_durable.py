@@ -122,8 +122,12 @@ async def test_room_history_survives_restarting_every_node_and_losing_redis(
         await forget_redis()
         async with AsyncExitStack() as stack:
             nodes = [await stack.enter_async_context(run_server(settings)) for _ in range(2)]
-            _, first = await joined(nodes[1].url, recorders, "carol", "team")
-            _, second = await joined(nodes[0].url, recorders, "dave", "team")
+            # Everyone comes back to every node at once: the room is restored once.
+            (_, first), (_, second) = await asyncio.gather(
+                joined(nodes[1].url, recorders, "carol", "team"),
+                joined(nodes[0].url, recorders, "dave", "team"),
+            )
+            _, later = await joined(nodes[0].url, recorders, "erin", "team")
         expected = [
             ("user", "hello from node one"),
             ("assistant", NORMAL_TEXT),
@@ -131,7 +135,8 @@ async def test_room_history_survives_restarting_every_node_and_losing_redis(
             ("assistant", NORMAL_TEXT),
         ]
         assert contents(first["history"]) == expected
-        assert contents(second["history"]) == expected  # restored once, not twice
+        assert contents(second["history"]) == expected
+        assert contents(later["history"]) == expected  # restored once, not twice
     finally:
         await forget_redis()
         await client.aclose()

@@ -87,3 +87,64 @@ async def test_a_room_another_node_restored_meanwhile_is_not_doubled(live_first:
     assert [[m["content"] for m in history] for _members, history in joins] == [["stored"]] * 2
     assert [m["content"] for m in await rooms.history("lobby")] == ["stored"]
     assert archive.lookups == (0 if live_first else 1)
+
+
+class SharedLock:
+    """What RedisRestoreLock does, for nodes that share one live store in these tests."""
+
+    def __init__(self) -> None:
+        self.rooms: set[str] = set()
+
+    async def acquire(self, room: str) -> bool:
+        if room in self.rooms:
+            return False
+        self.rooms.add(room)
+        return True
+
+    async def release(self, room: str) -> None:
+        self.rooms.discard(room)
+
+    async def held(self, room: str) -> bool:
+        return room in self.rooms
+
+
+class SlowArchive(Archive):
+    async def room_history(self, room: str, *, limit: int, since_ts: float) -> list[Message]:
+        await asyncio.sleep(0.2)
+        return await super().room_history(room, limit=limit, since_ts=since_ts)
+
+
+def nodes(archive: Archive, clock: list[float]) -> list[DurableRoomStore]:
+    """Two nodes over one live store (as with Redis) and one restore lock."""
+    live = MemoryRoomStore(history_limit=3, max_age_s=100, clock=lambda: clock[0])
+    lock = SharedLock()
+    return [
+        DurableRoomStore(
+            live, archive, history_limit=3, max_age_s=100, clock=lambda: clock[0], lock=lock
+        )
+        for _ in range(2)
+    ]
+
+
+async def test_nodes_rejoined_at_once_restore_a_room_once() -> None:
+    clock = [1000.0]
+    stored = [new_message("lobby", ALICE, "user", f"m{i}", ts=990 + i) for i in range(2)]
+    archive = SlowArchive(stored)
+    one, two = nodes(archive, clock)
+    (_m1, first), (_m2, second) = await asyncio.gather(
+        one.join("lobby", "c1", ALICE), two.join("lobby", "c2", ALICE)
+    )
+    assert [m["content"] for m in first] == ["m0", "m1"]
+    assert second == first  # not doubled in the shared live store
+    assert archive.lookups == 1
+
+
+async def test_a_new_room_does_not_keep_the_other_node_waiting() -> None:
+    clock = [1000.0]
+    archive = SlowArchive()
+    one, two = nodes(archive, clock)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    results = await asyncio.gather(one.join("new", "c1", ALICE), two.join("new", "c2", ALICE))
+    assert [history for _members, history in results] == [[], []]
+    assert loop.time() - started < 1.0  # the loser stops waiting once the lookup is over
