@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run serve install install-dev node-deps system-deps test test-latest pytest lint format bench lock clean
+.PHONY: run serve token install install-dev node-deps system-deps test test-latest pytest lint format bench lock clean
 
 # Every install comes from uv.lock (`uv sync --locked`: a lock that no longer matches
 # pyproject.toml is an error, never a silent re-resolve). uv itself is pinned with hashes
@@ -44,6 +44,12 @@ run: install
 serve: install
 	$(BIN)/python -m server --host $(HOST) --port $(PORT)
 
+## A token for scripts: a guest token from the running demo (`make run`; POST /auth/guest),
+## or with SUB=alice (and JWT_SECRET set) one minted here. `make -s token` prints only the token.
+token: install
+	@$(BIN)/python -m server --host $(HOST) --port $(PORT) token \
+		$(if $(SUB),--sub $(SUB) --ttl $(or $(TTL),1h),--guest)
+
 node_modules/.package-lock.json: package.json package-lock.json
 	npm ci --no-audit --no-fund
 
@@ -55,13 +61,16 @@ system-deps:
 
 test: install-dev node-deps system-deps lint pytest
 
+## The suite with branch coverage; `make coverage-report` prints it per package again
 pytest:
-	$(BIN)/pytest
+	$(BIN)/pytest --cov --cov-report=term --cov-report=json:test-artifacts/coverage.json
+	$(BIN)/python scripts/coverage_summary.py test-artifacts/coverage.json
 
-lint:
+lint: node-deps
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	node_modules/.bin/tsc --noEmit -p tsconfig.json   # JSDoc types of the JS client
 
 format:
 	$(BIN)/ruff check --fix .

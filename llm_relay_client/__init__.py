@@ -20,14 +20,19 @@ from llm_relay_client.models import (
     Member,
     Message,
     Presence,
+    Reasoning,
     RoomEvent,
     Session,
+    StreamEvent,
     Token,
+    ToolCall,
+    ToolCallDelta,
     Usage,
 )
 from llm_relay_client.rooms import Room
 from llm_relay_client.stream import Stream
 from llm_relay_client.sync import SyncChatClient, SyncRoom, SyncStream
+from llm_relay_client.tools import Tool, ToolResult, ToolRun, Tools
 
 __all__ = [
     "ChatClient",
@@ -37,14 +42,22 @@ __all__ = [
     "Member",
     "Message",
     "Presence",
+    "Reasoning",
     "Room",
     "RoomEvent",
     "Session",
     "Stream",
+    "StreamEvent",
     "SyncChatClient",
     "SyncRoom",
     "SyncStream",
     "Token",
+    "Tool",
+    "ToolCall",
+    "ToolCallDelta",
+    "ToolResult",
+    "ToolRun",
+    "Tools",
     "Usage",
     "fetch_token",
 ]

@@ -3,10 +3,12 @@
     chat "Explain HTTP/2 in one paragraph"           # streams the answer to stdout
     git diff | chat "Write a commit message"          # piped text is added to the prompt
     chat --json "Hi" | jq -r 'select(.type=="token").content'
+    chat --reasoning --reasoning-effort high "Why?"    # the model's thinking, dimmed
     chat                                              # interactive, with history
 
 Ctrl-C cancels the answer being streamed (the server stops the upstream request);
-a second Ctrl-C exits.
+a second Ctrl-C exits. A reader that goes away (``chat ... | head -n 1``) ends the
+request the same way, quietly, with exit code 0.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from llm_relay_client.auth import fetch_token
+from llm_relay_client.cli_output import Output
 from llm_relay_client.errors import AUTH_CODES, CONNECTION_ERROR, TIMEOUT, UPSTREAM_CODES, ChatError
 from llm_relay_client.sync import SyncChatClient, SyncStream
 
@@ -91,47 +94,32 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-r", "--room", help="chat in a room (the server keeps its conversation)")
     parser.add_argument("--json", action="store_true", help="print protocol events as JSON lines")
     parser.add_argument(
+        "--reasoning", action="store_true", help="show the model's reasoning (dimmed on a terminal)"
+    )
+    v2 = parser.add_argument_group("request fields (sent as given; see PROTOCOL.md)")
+    v2.add_argument("--reasoning-effort", choices=("minimal", "low", "medium", "high"))
+    v2.add_argument("--reasoning-max-tokens", type=int, metavar="N")
+    v2.add_argument("--top-p", type=float)
+    v2.add_argument("--seed", type=int)
+    v2.add_argument("--stop", action="append", metavar="TEXT", help="a stop sequence (repeatable)")
+    v2.add_argument("--models", nargs="+", metavar="MODEL", help="fallback models, in order")
+    v2.add_argument("--response-format", choices=("text", "json_object"))
+    v2.add_argument(
+        "--tools",
+        type=Path,
+        metavar="FILE",
+        help="a JSON file with the tools list; the calls are printed (not run)",
+    )
+    v2.add_argument("--tool-choice", help="none, auto, required, or a tool's name")
+    parser.add_argument(
         "-i", "--interactive", action="store_true", help="interactive mode even when piped"
     )
     return parser
 
 
-class Output:
-    """Writes a stream as text, or its events as JSON lines."""
-
-    def __init__(self, as_json: bool, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> None:
-        self.as_json = as_json
-        self.out = out
-        self.err = err
-
-    def event(self, name: str, payload: dict[str, Any]) -> None:
-        if self.as_json:
-            line = json.dumps({"type": name, **payload}, ensure_ascii=False)
-            self.out.write(line + "\n")
-            self.out.flush()
-        elif name == "token":
-            self.out.write(str(payload.get("content", "")))
-            self.out.flush()
-
-    def end_of_answer(self, text: str) -> None:
-        if not self.as_json and text and not text.endswith("\n"):
-            self.out.write("\n")
-            self.out.flush()
-
-    def error(self, error: ChatError) -> None:
-        self.err.write(f"chat: {error.code}: {error.message}\n")
-        if error.retry_after is not None:
-            self.err.write(f"chat: retry after {error.retry_after:g} s\n")
-        self.err.flush()
-
-    def note(self, text: str) -> None:
-        self.err.write(text + "\n")
-        self.err.flush()
-
-
 def run_stream(stream: SyncStream, output: Output) -> int:
     """Print one answer; Ctrl-C cancels it, a second Ctrl-C gives up at once."""
-    events = stream.events()
+    events = stream.raw_events()
     interrupted = False
     while True:
         try:
@@ -145,7 +133,7 @@ def run_stream(stream: SyncStream, output: Output) -> int:
         if item is None:
             break
         output.event(*item)
-    output.end_of_answer(stream.text)
+    output.end_of_answer()
     if stream.stream.error is not None:
         if not output.as_json:
             output.error(stream.stream.error)
@@ -180,13 +168,41 @@ def read_prompt(args: argparse.Namespace, stdin: TextIO) -> str | None:
 
 
 def options(args: argparse.Namespace) -> dict[str, Any]:
+    """The request fields the arguments ask for (the file of ``--tools`` read here)."""
+    reasoning = {"effort": args.reasoning_effort, "max_tokens": args.reasoning_max_tokens}
+    reasoning = {k: v for k, v in reasoning.items() if v is not None}
+    choice = args.tool_choice
+    if choice is not None and choice not in ("none", "auto", "required"):
+        choice = {"type": "function", "function": {"name": choice}}
     chosen = {
         "model": args.model,
+        "models": args.models,
         "temperature": args.temperature,
+        "top_p": args.top_p,
         "max_tokens": args.max_tokens,
+        "seed": args.seed,
+        "stop": args.stop,
+        "reasoning": reasoning or None,
+        "response_format": {"type": args.response_format} if args.response_format else None,
+        "tools": _read_tools(args.tools) if args.tools else None,
+        "tool_choice": choice,
         "room": args.room,
     }
     return {k: v for k, v in chosen.items() if v is not None}
+
+
+class UsageError(Exception):
+    """A bad argument found after parsing (exit code 2)."""
+
+
+def _read_tools(path: Path) -> list[Any]:
+    try:
+        tools = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"--tools {path}: {exc}") from None
+    if not isinstance(tools, list):
+        raise UsageError(f"--tools {path}: expected a JSON list of tool definitions")
+    return tools
 
 
 def one_shot(client: SyncChatClient, args: argparse.Namespace, prompt: str, out: Output) -> int:
@@ -227,7 +243,7 @@ def interactive(client: SyncChatClient, args: argparse.Namespace, out: Output) -
             messages = new if args.room else [*system, *turns, *new]
             stream = client.stream(messages, **options(args))
             status = run_stream(stream, out)
-            if status == EXIT_OK:
+            if status == EXIT_OK and not (stream.done and stream.done.tool_calls):
                 turns.extend([*new, {"role": "assistant", "content": stream.text}])
     finally:
         if history_file is not None:
@@ -254,13 +270,27 @@ def _save_history(path: Path) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except BrokenPipeError:
+        # The reader went away (``chat ... | head -n 1``): it had what it wanted, so this
+        # is a success (exit 0), and leaving ``SyncChatClient`` on the way here closed the
+        # connection deliberately, which stops the upstream request. Later writes (the
+        # interpreter's last flush) go to /dev/null instead of raising again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_OK
+
+
+def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
-    out = Output(args.json)
+    out = Output(args.json, reasoning=args.reasoning)
     try:
         prompt = read_prompt(args, sys.stdin)
         if prompt == "":
             out.note("chat: error: the prompt is empty")
             return EXIT_USAGE
+        options(args)  # refuse a bad --tools file before connecting
         token = resolve_token(args)
         with SyncChatClient(args.url, token=token) as client:
             if args.json and client.session is not None:
@@ -270,6 +300,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             if prompt is None:
                 return interactive(client, args, out)
             return one_shot(client, args, prompt, out)
+    except UsageError as error:
+        out.note(f"chat: error: {error}")
+        return EXIT_USAGE
     except ChatError as error:
         out.error(error)
         if error.is_auth and not (args.token or args.user or os.environ.get("LLM_RELAY_TOKEN")):
@@ -277,10 +310,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exit_code(error)
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
-    except BrokenPipeError:  # the reader went away (``chat ... | head``): not an error
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        return EXIT_OK
 
 
 def _session_payload(client: SyncChatClient) -> dict[str, Any]:

@@ -15,15 +15,24 @@ import asyncio
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
 from llm_relay_client.connection import Link, TokenSource, lost
 from llm_relay_client.errors import CLOSED, ChatError
-from llm_relay_client.models import Done, Messages, Payload, Session, as_messages
+from llm_relay_client.models import (
+    STREAM_EVENTS,
+    TERMINAL_EVENTS,
+    Done,
+    Messages,
+    Payload,
+    Session,
+    as_messages,
+)
 from llm_relay_client.rooms import Room
 from llm_relay_client.stream import Stream
+from llm_relay_client.tools import ToolRun, Tools, run_tools
 from llm_relay_client.tracks import Track, Tracks
 
 logger = logging.getLogger(__name__)
@@ -79,7 +88,7 @@ class ChatClient:
 
     def _register(self) -> None:
         on = self._link.on
-        for event in ("token", "done", "error"):
+        for event in (*STREAM_EVENTS, *TERMINAL_EVENTS):
             on(event, self._stream_handler(event))
         for event in ("message", "presence"):
             on(event, self._room_handler(event))
@@ -257,13 +266,21 @@ class ChatClient:
         stop: str | list[str] | None = None,
         seed: int | None = None,
         models: list[str] | None = None,
+        tools: Tools | Sequence[Mapping[str, Any]] | None = None,
+        tool_choice: str | Mapping[str, Any] | None = None,
+        reasoning: Mapping[str, Any] | None = None,
+        response_format: Mapping[str, Any] | None = None,
         request_id: str | None = None,
+        **fields: Any,
     ) -> Stream:
         """A chat request; it is sent when iteration (or ``async with``) starts.
 
         ``messages`` is the whole conversation (``[{"role": ..., "content": ...}]``) or a
         string for one user message. With ``room``, it is only the new message: the
-        server keeps the room's conversation.
+        server keeps the room's conversation. ``tools`` takes a :class:`Tools` or the
+        protocol's list of tool definitions; ``reasoning`` is e.g. ``{"effort": "high"}``.
+        Any other ChatRequest field (``provider``, ``transforms``, ``top_k``...) goes in
+        ``fields`` and is sent as given; ``None`` values are left out.
         """
         rid = request_id or new_request_id()
         payload: Payload = {"request_id": rid, "messages": as_messages(messages)}
@@ -275,10 +292,23 @@ class ChatClient:
             "max_tokens": max_tokens,
             "stop": stop,
             "seed": seed,
+            "tools": tools.definitions() if isinstance(tools, Tools) else tools,
+            "tool_choice": tool_choice,
+            "reasoning": reasoning,
+            "response_format": response_format,
             "room": room,
+            **fields,
         }
-        payload.update({k: v for k, v in options.items() if v is not None})
+        payload.update({k: _plain(v) for k, v in options.items() if v is not None})
         return Stream(self, rid, room, payload)
+
+    async def run_tools(
+        self, messages: Messages, tools: Tools, *, max_rounds: int = 8, **options: Any
+    ) -> ToolRun:
+        """Chat with ``tools`` until the model answers: each time it asks for tool calls,
+        run them and send the results back (at most ``max_rounds`` requests). See
+        :func:`llm_relay_client.tools.run_tools`."""
+        return await run_tools(self.stream, messages, tools, max_rounds=max_rounds, **options)
 
     async def complete(self, messages: Messages, **options: Any) -> str:
         """The whole answer as one string; ``last_done`` holds its ``done`` event."""
@@ -378,6 +408,15 @@ class ChatClient:
                 room._feed(event, data)
 
         return handler
+
+
+def _plain(value: Any) -> Any:
+    """Mappings and sequences as JSON-ready dicts and lists (tuples, MappingProxy...)."""
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
 
 
 def _dict(value: Any) -> dict[str, Any]:

@@ -58,6 +58,7 @@ class ChatError(Exception):
         retry_after: float | None = None,
         details: list[dict[str, Any]] | None = None,
         request_id: str | None = None,
+        last_seq: int | None = None,
     ) -> None:
         super().__init__(f"{code}: {message}")
         self.code = code
@@ -66,6 +67,7 @@ class ChatError(Exception):
         self.retry_after = retry_after
         self.details = details
         self.request_id = request_id
+        self.last_seq = last_seq  # an ``error`` event's: the request's last stream event
 
     @classmethod
     def from_wire(cls, data: Any, request_id: str | None = None) -> ChatError:
@@ -76,6 +78,7 @@ class ChatError(Exception):
         retry_after = obj.get("retry_after")
         details = obj.get("details")
         rid = obj.get("request_id", request_id)
+        last_seq = obj.get("last_seq")
         code = code if isinstance(code, str) else "internal"
         retryable = obj.get("retryable")
         return cls(
@@ -85,6 +88,7 @@ class ChatError(Exception):
             retry_after=float(retry_after) if isinstance(retry_after, int | float) else None,
             details=details if isinstance(details, list) else None,
             request_id=rid if isinstance(rid, str) else None,
+            last_seq=last_seq if type(last_seq) is int else None,
         )
 
     @property
@@ -108,6 +112,8 @@ class ChatError(Exception):
             out["details"] = self.details
         if self.request_id is not None:
             out["request_id"] = self.request_id
+        if self.last_seq is not None:
+            out["last_seq"] = self.last_seq
         return out
 
     def __reduce__(self) -> tuple[Any, ...]:  # keep pickling (e.g. across processes) working

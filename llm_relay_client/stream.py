@@ -1,4 +1,5 @@
-"""One chat request as its caller sees it: an async iterator of text, then ``done``."""
+"""One chat request as its caller sees it: an async iterator of text (or of typed events),
+then ``done``."""
 
 from __future__ import annotations
 
@@ -9,9 +10,10 @@ from types import TracebackType
 from typing import Protocol
 
 from llm_relay_client.errors import ChatError
-from llm_relay_client.models import Done, Payload
+from llm_relay_client.models import Done, Failure, Payload, StreamEvent, stream_event
 
-Event = tuple[str, Payload]  # ("token" | "done" | "error", payload as sent by the server)
+# (event name, payload as sent by the server): "token", "reasoning", "tool_call", "done", "error"
+Event = tuple[str, Payload]
 
 
 class StreamHost(Protocol):
@@ -24,8 +26,10 @@ class Stream:
 
     ``async for text in stream`` yields the answer's pieces in order, each exactly once
     (also across a reconnect); afterwards ``stream.done`` holds the ``done`` event
-    (``finish_reason``, ``model``, ``usage``). An ``error`` event is raised as
-    :class:`ChatError`. The request is sent when iteration (or ``async with``) starts.
+    (``finish_reason``, ``model``, ``usage``, ``tool_calls``...). An ``error`` event is
+    raised as :class:`ChatError`. ``stream.events()`` yields every event instead, typed
+    (``Reasoning``, ``Token``, ``ToolCallDelta``, then ``Done`` or ``Failure``), in ``seq``
+    order. The request is sent when iteration (or ``async with``) starts.
     """
 
     def __init__(
@@ -39,6 +43,7 @@ class Stream:
         self._host = host
         self._queue: asyncio.Queue[Event] = asyncio.Queue()
         self._parts: list[str] = []
+        self._reasoning: list[str] = []
         self._started = False
         self._received_end = False  # the terminal event arrived (maybe not yet read)
         self._ended = False  # the terminal event was read
@@ -48,6 +53,11 @@ class Stream:
     def text(self) -> str:
         """The text received so far (the whole answer once iteration ended)."""
         return "".join(self._parts)
+
+    @property
+    def reasoning(self) -> str:
+        """The reasoning text received so far."""
+        return "".join(self._reasoning)
 
     @property
     def finished(self) -> bool:
@@ -70,16 +80,17 @@ class Stream:
                 self._feed("error", {**exc.to_dict(), "request_id": self.request_id})
         return self
 
-    async def next_event(self) -> Event | None:
-        """The next protocol event of this request; ``None`` after the terminal one."""
+    async def next_raw(self) -> Event | None:
+        """The next event as ``(name, payload)`` as the server sent it; ``None`` after the
+        terminal one."""
         await self.start()
         if self._ended:
             return None
         event, payload = await self._queue.get()
-        if event == "token":
+        if event in ("token", "reasoning"):
             content = payload.get("content")
             if isinstance(content, str):
-                self._parts.append(content)
+                (self._parts if event == "token" else self._reasoning).append(content)
         elif event == "done":
             self.done = Done.parse(payload)
             self._ended = True
@@ -88,9 +99,28 @@ class Stream:
             self._ended = True
         return event, payload
 
-    async def events(self) -> AsyncIterator[Event]:
-        """Every event of the request as ``(name, payload)``, the terminal one included."""
+    async def next_event(self) -> StreamEvent | None:
+        """The next event, typed; ``None`` after the terminal one."""
+        while (item := await self.next_raw()) is not None:
+            event, payload = item
+            if event == "error" and self.error is not None:
+                room = payload.get("room")
+                room = room if isinstance(room, str) else None
+                return Failure(self.error.request_id, self.error, room, self.error.last_seq)
+            typed = stream_event(event, payload)
+            if typed is not None:
+                return typed
+        return None
+
+    async def events(self) -> AsyncIterator[StreamEvent]:
+        """Every event of the request, typed, in ``seq`` order, the terminal one included
+        (a ``Failure`` is yielded, not raised)."""
         while (item := await self.next_event()) is not None:
+            yield item
+
+    async def raw_events(self) -> AsyncIterator[Event]:
+        """Every event as ``(name, payload)``, the terminal one included."""
+        while (item := await self.next_raw()) is not None:
             yield item
 
     def __aiter__(self) -> Stream:
@@ -98,7 +128,7 @@ class Stream:
 
     async def __anext__(self) -> str:
         while True:
-            item = await self.next_event()
+            item = await self.next_raw()
             if item is None:
                 if self.error is not None and not self._raised:
                     self._raised = True

@@ -19,9 +19,18 @@ from typing import Any, Generic, TypeVar
 
 from llm_relay_client.client import ChatClient
 from llm_relay_client.connection import TokenSource
-from llm_relay_client.models import Done, Member, Message, Messages, RoomEvent, Session
+from llm_relay_client.models import (
+    Done,
+    Member,
+    Message,
+    Messages,
+    RoomEvent,
+    Session,
+    StreamEvent,
+)
 from llm_relay_client.rooms import Room
 from llm_relay_client.stream import Event, Stream
+from llm_relay_client.tools import ToolRun, Tools
 
 T = TypeVar("T")
 CLOSE_TIMEOUT_S = 5.0
@@ -106,8 +115,12 @@ class SyncStream:
         except StopAsyncIteration:
             return _END
 
-    async def _read_event(self) -> Event | _End:
+    async def _read_event(self) -> StreamEvent | _End:
         event = await self.stream.next_event()
+        return _END if event is None else event
+
+    async def _read_raw(self) -> Event | _End:
+        event = await self.stream.next_raw()
         return _END if event is None else event
 
     def __iter__(self) -> Iterator[str]:
@@ -116,9 +129,18 @@ class SyncStream:
     def __next__(self) -> str:
         return next(self._text)
 
-    def events(self) -> Iterator[Event]:
+    @property
+    def reasoning(self) -> str:
+        return self.stream.reasoning
+
+    def events(self) -> Iterator[StreamEvent]:
+        """Every event, typed, the terminal one included. See :meth:`Stream.events`."""
+        reader: _Reader[StreamEvent] = _Reader(self._loop, self._read_event)
+        return reader
+
+    def raw_events(self) -> Iterator[Event]:
         """Every protocol event as ``(name, payload)``, the terminal one included."""
-        reader: _Reader[Event] = _Reader(self._loop, self._read_event)
+        reader: _Reader[Event] = _Reader(self._loop, self._read_raw)
         return reader
 
     def start(self) -> SyncStream:
@@ -224,6 +246,10 @@ class SyncChatClient:
 
     def complete(self, messages: Messages, **options: Any) -> str:
         return self._loop.run(self.client.complete(messages, **options))
+
+    def run_tools(self, messages: Messages, tools: Tools, **options: Any) -> ToolRun:
+        """See :meth:`ChatClient.run_tools`; the tools run on the client's loop thread."""
+        return self._loop.run(self.client.run_tools(messages, tools, **options))
 
     def cancel(self, request_id: str) -> None:
         self._loop.run(self.client.cancel(request_id))

@@ -1,12 +1,16 @@
 """Which requests' events we receive, and where each event goes: exactly once, in order.
 
 A *track* follows one request: one of ours (it feeds a :class:`Stream`) or another
-member's in a joined room (it feeds that :class:`Room`). Tokens are kept only when
-their ``seq`` follows the last one kept: a repeat (after a resume) is dropped, and a
-gap (live tokens arriving before the resume's replay) asks for the missing part from
-the server's stream log instead of delivering out of order. Only in rooms do live
-events reach a resuming client (it rejoined the room); there a terminal event that
-arrives while a resume is in flight is held until the replay has caught up.
+member's in a joined room (it feeds that :class:`Room`). Stream events (``token``,
+``reasoning``, ``tool_call``: one ``seq`` counter across the three kinds) are kept only
+when their ``seq`` follows the last one kept: a repeat (after a resume) is dropped, and a
+gap (live events arriving before the resume's replay) asks for the missing part from
+the server's stream log instead of delivering out of order. A terminal event whose
+``last_seq`` (protocol 2) is ahead of what we have is held until the replay has brought
+the rest (not for another member's request we saw nothing of: it just ends). Without
+``last_seq`` (an older server), only in rooms do live events reach a resuming client (it
+rejoined the room); there a terminal event that arrives while a resume is in flight is
+held until the replay has caught up.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any, TypeAlias
 
 from llm_relay_client.errors import ChatError
-from llm_relay_client.models import Done, Payload
+from llm_relay_client.models import STREAM_EVENTS, TERMINAL_EVENTS, Done, Payload
 from llm_relay_client.rooms import Room
 from llm_relay_client.stream import Stream
 
@@ -36,6 +40,7 @@ class Track:
     accepted: bool = False  # the server acknowledged it (or resumed it)
     resuming: bool = False  # a resume is in flight: the replay brings what is missing
     deferred: tuple[str, Payload] | None = None  # a room's terminal event held meanwhile
+    held: tuple[str, Payload, int] | None = None  # a terminal event ahead of us, its last_seq
 
     @property
     def key(self) -> Key:
@@ -72,7 +77,7 @@ class Tracks:
             del self._open[track.key]
 
     def on_event(self, event: str, data: Any) -> None:
-        """A ``token``, ``done`` or ``error`` event from the server."""
+        """A stream event (``token``, ``reasoning``, ``tool_call``) or a terminal one."""
         payload = data if isinstance(data, dict) else {}
         rid = payload.get("request_id")
         room = payload.get("room")
@@ -85,21 +90,31 @@ class Tracks:
             if room is None or room not in self._rooms or key in self._ended:
                 return
             track = self._open[key] = Track(rid, room, accepted=True)
-        if event == "token":
+        if event in STREAM_EVENTS:
             seq = payload.get("seq")
-            if not isinstance(seq, int) or seq <= track.last_seq:
+            if type(seq) is not int or seq <= track.last_seq:
                 return  # a repeat
             if seq > track.last_seq + 1:
                 self._heal(track)  # a gap: the log replays it in order
                 return
             track.last_seq = seq
             self._deliver(track, event, payload)
-        elif event in ("done", "error"):
-            if track.resuming and track.room is not None:
+            if track.held is not None and track.last_seq >= track.held[2]:
+                self.end(track, *track.held[:2])
+        elif event in TERMINAL_EVENTS:
+            last_seq = payload.get("last_seq")
+            watched = track.stream is not None or track.last_seq >= 0
+            if type(last_seq) is int and watched:
+                if last_seq > track.last_seq:
+                    track.held = (event, payload, last_seq)  # missed events: fetch them first
+                    self._heal(track)
+                else:
+                    self.end(track, event, payload)
+            elif track.resuming and track.room is not None:
                 # In a room, live events reach us too: this one may overtake the replay.
                 track.deferred = (event, payload)
-                return
-            self.end(track, event, payload)
+            else:
+                self.end(track, event, payload)
 
     def _deliver(self, track: Track, event: str, payload: Payload) -> None:
         if track.stream is not None:

@@ -67,3 +67,44 @@ OPENAPI_TAGS = [
         "[/asyncapi.json](/asyncapi.json).",
     },
 ]
+
+# Swagger UI from the files vendored in web/vendor/swagger-ui (scripts/vendor-web.sh), so
+# /docs works offline; no inline script, so a strict policy holds.
+SWAGGER_PAGE = """<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>llm-relay: HTTP API</title>
+<link rel="icon" href="/static/favicon.svg" type="image/svg+xml">
+<link rel="stylesheet" href="/static/vendor/swagger-ui/swagger-ui.css">
+</head>
+<body>
+<div id="swagger-ui" data-openapi-url="/openapi.json"></div>
+<script src="/static/vendor/swagger-ui/swagger-ui-bundle.js"></script>
+<script src="/static/js/swagger-init.js"></script>
+</body>
+</html>
+"""
+
+SWAGGER_HEADERS = {
+    # Swagger UI sets inline styles (style-src 'unsafe-inline'); scripts only from here.
+    "Content-Security-Policy": (
+        "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+        "img-src 'self' data:; connect-src 'self'; font-src 'self'; base-uri 'none'; "
+        "form-action 'self'; frame-ancestors 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Cache-Control": "no-cache",
+}
+
+
+def swagger_router() -> APIRouter:
+    """``GET /docs``: Swagger UI for ``/openapi.json``, every file served by this server."""
+    router = APIRouter()
+
+    @router.get("/docs", include_in_schema=False)
+    async def swagger_ui() -> HTMLResponse:
+        return HTMLResponse(SWAGGER_PAGE, headers=SWAGGER_HEADERS)
+
+    return router

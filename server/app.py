@@ -17,10 +17,12 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from auth.authenticator import Authenticator
 from auth.origins import OriginPolicy
+from events.core.admission import Admission, PipelineConfig
 from events.core.catalog import CORE_EVENTS
 from events.core.connections import Connections
 from events.core.errors import ErrorCode
-from events.core.pipeline import ChatPipeline, PipelineConfig
+from events.core.pipeline import ChatPipeline
+from events.core.pseudonym import UserPseudonym
 from events.core.relay import Relay
 from events.core.rooms import RoomEvents
 from events.transport.internals.socketio_server import (
@@ -40,7 +42,7 @@ from health.checks import (
 )
 from health.router import health_router
 from server import __version__
-from server.apidocs import HTTP_DESCRIPTION, OPENAPI_TAGS, event_docs_router
+from server.apidocs import HTTP_DESCRIPTION, OPENAPI_TAGS, event_docs_router, swagger_router
 from server.extensions import Extension, documented_events, installed
 from server.jsonshim import OrjsonShim
 from server.ledger_hook import LedgerObserver
@@ -49,6 +51,7 @@ from server.metrics import RelayMetrics, metrics_router, multiprocess_active
 from server.routes import auth_router, client_router, web_routes
 from server.security import ConfigError, auth_checks, build_limits, build_verifier
 from server.settings import Settings
+from server.upstream import build_upstream, check_models
 from server.usage_routes import usage_router
 from services.budget import BudgetLimits, Budgets
 from services.generations import GenerationRegistry
@@ -132,6 +135,15 @@ def counting_refusals(
     return check
 
 
+def pseudonym_secret(settings: Settings) -> str:
+    """The key of the ``user`` pseudonym sent upstream; every node of a deployment shares it:
+    ``JWT_SECRET`` when set, else the upstream API key, else a fixed text (a deployment
+    with neither cannot reach the upstream anyway)."""
+    if settings.jwt_secret is not None:
+        return settings.jwt_secret.get_secret_value()
+    return settings.api_key or "llm-relay user pseudonym"
+
+
 def create_app(settings: Settings, extensions: Sequence[Extension] | None = None) -> RelayApp:
     """Build one app.  ``extensions``: extra events and routes (default: ``installed()``)."""
     if extensions is None:
@@ -139,7 +151,9 @@ def create_app(settings: Settings, extensions: Sequence[Extension] | None = None
     docs_router = event_docs_router(  # refuses an extension event named like another event
         [*CORE_EVENTS, *documented_events(extensions)], title="llm-relay", version=__version__
     )
+    check_models(settings)
     metrics = build_metrics(settings)
+    upstream = build_upstream(settings, metrics)
     verifier = build_verifier(settings)
     redis = redis_client(settings.redis_url) if settings.redis_url else None
     limits = build_limits(settings, redis)
@@ -152,27 +166,37 @@ def create_app(settings: Settings, extensions: Sequence[Extension] | None = None
         timeout_s=settings.database_timeout_s,
         max_pending=settings.database_max_pending,
     )
+    config = PipelineConfig(
+        default_model=settings.default_model,
+        allowed_models=frozenset(settings.allowed_models),
+        max_payload_bytes=settings.max_payload_bytes,
+        max_messages=settings.max_messages,
+        max_message_chars=settings.max_message_chars,
+        max_streams_per_connection=settings.max_streams_per_connection,
+        max_streams_per_user=settings.max_streams_per_user,
+        token_coalesce_s=settings.token_coalesce_ms / 1000,
+        dialect=settings.upstream_dialect,
+    )
     budgets = build_budgets(settings, redis, ledger)
-    pipeline = ChatPipeline(
-        PipelineConfig(
-            default_model=settings.default_model,
-            allowed_models=frozenset(settings.allowed_models),
-            max_payload_bytes=settings.max_payload_bytes,
-            max_messages=settings.max_messages,
-            max_message_chars=settings.max_message_chars,
-            max_streams_per_connection=settings.max_streams_per_connection,
-            max_streams_per_user=settings.max_streams_per_user,
-            token_coalesce_s=settings.token_coalesce_ms / 1000,
-        ),
-        log=log,
+    admission = Admission(
+        config,
         registry=registry,
         rate_limiter=limits.rate,
         streams=limits.streams,
-        observer=LedgerObserver(ledger, metrics),
+        pseudonym=UserPseudonym(pseudonym_secret(settings)),
         budgets=budgets,
+    )
+    pipeline = ChatPipeline(
+        config,
+        upstream,
+        log=log,
+        registry=registry,
+        admission=admission,
+        observer=LedgerObserver(ledger, metrics),
     )
     relay = Relay(
         pipeline,
+        admission,
         log,
         registry,
         verifier,
@@ -211,7 +235,7 @@ def create_app(settings: Settings, extensions: Sequence[Extension] | None = None
                 "rate_limit_per_minute": settings.rate_limit_per_minute,
             },
             "default_model": settings.default_model,
-            "protocol": 1,
+            "protocol": 2,
         }
 
     live_rooms: RoomStore = (
@@ -264,6 +288,7 @@ def create_app(settings: Settings, extensions: Sequence[Extension] | None = None
         connections=connections,
         verifier=verifier,
         sio_events=sio_events,
+        upstream=upstream,
         redis=redis,
         rooms=rooms,
         metrics=metrics,
@@ -277,6 +302,8 @@ def create_app(settings: Settings, extensions: Sequence[Extension] | None = None
         description=HTTP_DESCRIPTION,
         lifespan=lifespan_for(runtime),
         openapi_tags=OPENAPI_TAGS,
+        docs_url=None,  # our own /docs: Swagger UI from vendored files (works offline)
+        redoc_url=None,
     )
     http.include_router(
         health_router(
@@ -307,6 +334,7 @@ def create_app(settings: Settings, extensions: Sequence[Extension] | None = None
     http.include_router(metrics_router(metrics, metrics_token))
     http.include_router(usage_router(verifier, ledger, budgets, settings.users_file))
     http.include_router(docs_router)
+    http.include_router(swagger_router())
     http.add_api_websocket_route("/websockets/openrouter", ws_endpoint)
     for extension in extensions:
         for router in extension.routers:

@@ -46,8 +46,18 @@ def build_parser() -> argparse.ArgumentParser:
     remove = users_sub.add_parser("remove", help="remove a user")
     remove.add_argument("name")
     users_sub.add_parser("list", help="list users")
-    token = sub.add_parser("token", help="mint an HS256 token for scripts (needs JWT_SECRET)")
-    token.add_argument("--sub", required=True)
+    token = sub.add_parser(
+        "token",
+        help="mint an HS256 token for scripts (needs JWT_SECRET), or --guest: ask a running "
+        "server (demo mode) for a guest token",
+    )
+    who = token.add_mutually_exclusive_group(required=True)
+    who.add_argument("--sub")
+    who.add_argument(
+        "--guest",
+        action="store_true",
+        help="POST /auth/guest of the server at HOST:PORT (e.g. `make run`) and print its token",
+    )
     token.add_argument("--name")
     token.add_argument("--ttl", type=parse_ttl, default=3600, help="e.g. 3600, 30m, 1h, 7d")
     health = sub.add_parser("health", help="probe GET /health of a local server (exit 0 if ok)")
@@ -108,9 +118,41 @@ def _users_command(args: argparse.Namespace, store: UserStore, settings: Setting
     return 0
 
 
+def local_url(settings: Settings, path: str) -> str:
+    host = "127.0.0.1" if settings.host in _WILDCARD_HOSTS else settings.host
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{settings.port}{path}"
+
+
+def run_guest_token(settings: Settings) -> int:
+    """A guest token from a running server: demo mode has no JWT_SECRET to mint with."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    url = local_url(settings, "/auth/guest")
+    request = urllib.request.Request(url, method="POST")  # noqa: S310 - http(s) URL we built
+    try:
+        with urllib.request.urlopen(request, timeout=10) as resp:  # noqa: S310
+            print(json.load(resp)["access_token"])
+    except urllib.error.HTTPError as exc:
+        reason = "guest access is off (start with --demo or ALLOW_ANONYMOUS=true)"
+        print(f"error: {url}: {reason if exc.code == 404 else exc}", file=sys.stderr)
+        return 1
+    except (OSError, ValueError, KeyError) as exc:
+        print(
+            f"error: {url}: no server answered ({exc}); start one with `make run`", file=sys.stderr
+        )
+        return 1
+    return 0
+
+
 def run_token(args: argparse.Namespace, settings: Settings) -> int:
     from server.security import ConfigError, build_verifier
 
+    if args.guest:
+        return run_guest_token(settings)
     if settings.jwt_secret is None:
         print("error: minting tokens needs JWT_SECRET", file=sys.stderr)
         return 2
@@ -131,12 +173,9 @@ def run_health(args: argparse.Namespace, settings: Settings) -> int:
     import urllib.error
     import urllib.request
 
-    host = "127.0.0.1" if settings.host in _WILDCARD_HOSTS else settings.host
-    if ":" in host:
-        host = f"[{host}]"
-    url = f"http://{host}:{settings.port}/health"
+    url = local_url(settings, "/health")
     try:
-        with urllib.request.urlopen(url, timeout=args.timeout) as resp:
+        with urllib.request.urlopen(url, timeout=args.timeout) as resp:  # noqa: S310 - http URL we built
             ok = resp.status == 200
     except (OSError, urllib.error.URLError) as exc:
         print(f"unhealthy: {exc}", file=sys.stderr)

@@ -1,4 +1,4 @@
-"""Start-up and shutdown: the aiohttp session, the demo simulator, draining streams.
+"""Start-up and shutdown: the upstream (its HTTP session), the model list, draining streams.
 
 Shutdown runs in this order (``server.serve.GracefulServer`` drives it on SIGTERM, before
 uvicorn closes any connection): ``begin_shutdown`` (readiness 503, new connections and
@@ -17,7 +17,6 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-import aiohttp
 import redis.asyncio as aioredis
 from fastapi import FastAPI
 
@@ -32,14 +31,10 @@ from server.settings import Settings
 from services.generations import GenerationRegistry, StopReason
 from services.ledger import Ledger
 from services.storage.streamlog import StreamLog
-from services.upstream.catalogue import ModelCatalog, upstream_fetch
-from services.upstream.client import UpstreamClient, UpstreamObserver, UpstreamSettings
-from services.upstream.simulator import Simulator
-from services.upstream.tracing import TracedUpstreamClient
+from services.upstream.base import Upstream
+from services.upstream.catalogue import ModelCatalog
 
 logger = logging.getLogger(__name__)
-
-DEMO_API_KEY = "demo-simulator"
 
 
 @dataclass(eq=False)
@@ -55,72 +50,36 @@ class Runtime:
     connections: Connections
     verifier: TokenVerifier
     sio_events: SocketIOEvents
+    upstream: Upstream  # the pipeline's too (server/upstream.py builds it)
     redis: aioredis.Redis | None = None  # set by create_app when REDIS_URL is given
     rooms: RoomEvents | None = None
     metrics: RelayMetrics | None = None
-    session: aiohttp.ClientSession | None = None
-    simulator: Simulator | None = None
     models: ModelCatalog | None = None  # GET /models; set by start()
     ledger: Ledger | None = None  # the durable store: usage ledger, room history
     shutting_down: bool = False
     hurried: bool = False  # a second signal: stop waiting for streams to finish
-    upstream_configured: bool = False
     extra_cleanup: list[Callable[[], Any]] = field(default_factory=list)
 
-    def upstream_settings(self, base_url: str, api_key: str | None) -> UpstreamSettings:
-        s = self.settings
-        return UpstreamSettings(
-            base_url=base_url,
-            api_key=api_key,
-            app_url=s.openrouter_app_url,
-            app_title=s.openrouter_app_title,
-            connect_timeout_s=s.upstream_connect_timeout_s,
-            first_token_timeout_s=s.upstream_first_token_timeout_s,
-            idle_timeout_s=s.upstream_idle_timeout_s,
-            total_timeout_s=s.upstream_total_timeout_s,
-            max_retries=s.upstream_max_retries,
-        )
+    @property
+    def upstream_configured(self) -> bool:
+        return self.upstream.configured
 
     async def start(self) -> None:
         s = self.settings
-        base_url, api_key = s.openrouter_base_url, s.api_key
+        await self.upstream.start()  # opens its HTTP session
         if s.demo:
-            self.simulator = Simulator()
-            base_url = await self.simulator.start()
-            api_key = DEMO_API_KEY
-            logger.info("demo mode: answers come from the local simulator at %s", base_url)
-        limit = s.upstream_max_connections
-        self.session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=limit, limit_per_host=limit),
-            timeout=aiohttp.ClientTimeout(total=None),
-        )
-        observer: UpstreamObserver | None = self.metrics
-        client = TracedUpstreamClient if s.tracing else UpstreamClient
-        self.pipeline.upstream = client(
-            self.session, self.upstream_settings(base_url, api_key), observer
-        )
+            logger.info("demo mode: answers come from the local simulator (no real model)")
         if self.metrics is not None:
             await self.metrics.start(s.metrics_refresh_s)
         if self.ledger is not None:
             await self.ledger.start()  # migrations run in the background
         await self.relay.start()
-        self.upstream_configured = api_key is not None
         self.sio.start_manager()
         if self.rooms is not None:
             await self.rooms.start()
         await self.verifier.start()  # loads the JWKS, when one is configured
-        self.models = ModelCatalog(
-            s.default_model,
-            s.allowed_models,
-            upstream_fetch(
-                self.session,
-                base_url,
-                api_key,
-                app_url=s.openrouter_app_url,
-                app_title=s.openrouter_app_title,
-            ),
-        )
-        if api_key is None:
+        self.models = ModelCatalog(s.default_model, s.allowed_models, self.upstream.list_models)
+        if not self.upstream.configured:
             logger.warning("OPENROUTER_API_KEY is not set: chats will fail with upstream_auth")
 
     def begin_shutdown(self) -> None:
@@ -182,12 +141,9 @@ class Runtime:
             result = cleanup()
             if asyncio.iscoroutine(result):
                 await result
-        if self.session is not None:
-            await self.session.close()
+        await self.upstream.aclose()
         if self.redis is not None:
             await self.redis.aclose()
-        if self.simulator is not None:
-            await self.simulator.stop()
         if self.metrics is not None:
             await self.metrics.stop()
 

@@ -68,6 +68,17 @@ class RelayMetrics:
         self._ledger: Callable[[], tuple[int, int]] | None = None  # (pending, dropped)
         self._task: asyncio.Task[None] | None = None
 
+        self._state_gauges(r, version)
+        self._request_metrics(r)
+        self._timing_metrics(r)
+        self._upstream_and_access_metrics(r)
+        for transport in TRANSPORTS:  # every transport shows, also at 0
+            self.connections.labels(transport)
+            self.requests_accepted.labels(transport)
+            self.tokens.labels(transport)
+
+    def _state_gauges(self, r: CollectorRegistry, version: str) -> None:
+        """Gauges set from the live state at scrape time (and the build info)."""
         self.build_info = Gauge(
             "llm_relay_build_info",
             "Always 1; the version label says which build runs.",
@@ -119,6 +130,9 @@ class RelayMetrics:
             registry=r,
             multiprocess_mode="livesum",
         )
+
+    def _request_metrics(self, r: CollectorRegistry) -> None:
+        """Counters of chat requests and what they relayed."""
         self.requests_accepted = Counter(
             "llm_relay_requests_accepted",
             "Chat requests accepted (a generation started).",
@@ -157,6 +171,9 @@ class RelayMetrics:
             ["model"],
             registry=r,
         )
+
+    def _timing_metrics(self, r: CollectorRegistry) -> None:
+        """Time to first token and stream duration."""
         self.ttft = Histogram(
             "llm_relay_time_to_first_token_seconds",
             "From accepting a request to its first token.",
@@ -170,6 +187,9 @@ class RelayMetrics:
             buckets=DURATION_BUCKETS,
             registry=r,
         )
+
+    def _upstream_and_access_metrics(self, r: CollectorRegistry) -> None:
+        """Upstream responses, latency and retries; resumes; refused connections."""
         self.upstream_responses = Counter(
             "llm_relay_upstream_responses",
             "Upstream HTTP responses by status.",
@@ -200,10 +220,6 @@ class RelayMetrics:
             ["transport", "code"],
             registry=r,
         )
-        for transport in TRANSPORTS:
-            self.connections.labels(transport)
-            self.requests_accepted.labels(transport)
-            self.tokens.labels(transport)
 
     # -- live state, read at scrape time -------------------------------------------------
 

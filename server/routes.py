@@ -115,7 +115,7 @@ def auth_router(settings: Settings, verifier: TokenVerifier, logins: RateLimiter
 
 
 class ClientConfig(BaseModel):
-    protocol: Literal[1] = 1
+    protocol: Literal[2] = 2
     allow_anonymous: bool
     password_login: bool
     demo: bool

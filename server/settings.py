@@ -21,6 +21,7 @@ from pydantic_settings import (
 )
 
 from auth.keys import ALGORITHMS
+from services.upstream.simulator import SIMULATOR_MODEL, SIMULATOR_MODEL_IDS
 
 PROJECT_URL = "https://github.com/llm-relay/llm-relay"
 PROJECT_NAME = "llm-relay"
@@ -58,8 +59,9 @@ class Settings(BaseSettings):
     openrouter_base_url: str = "https://openrouter.ai/api/v1"
     openrouter_app_url: str = PROJECT_URL
     openrouter_app_title: str = PROJECT_NAME
-    default_model: str = "google/gemini-flash-1.5"
+    default_model: str = "openrouter/auto"  # must pass ALLOWED_MODELS (checked at start-up)
     allowed_models: CommaList = Field(default_factory=list)
+    upstream_dialect: Literal["openrouter", "openai"] = "openrouter"
     upstream_connect_timeout_s: float = Field(10, gt=0)
     upstream_first_token_timeout_s: float = Field(60, gt=0)
     upstream_idle_timeout_s: float = Field(60, gt=0)
@@ -137,7 +139,7 @@ class Settings(BaseSettings):
     def _comma_list(cls, value: Any) -> Any:
         return _split_commas(value)
 
-    @field_validator("log_level", "log_format", mode="before")
+    @field_validator("log_level", "log_format", "upstream_dialect", mode="before")
     @classmethod
     def _lower(cls, value: Any) -> Any:
         return value.lower() if isinstance(value, str) else value
@@ -182,9 +184,11 @@ class Settings(BaseSettings):
     def _demo_implies_anonymous(self) -> Settings:
         if self.demo:
             self.allow_anonymous = True
+            # The simulator answers for its own models only: list and allow exactly those.
             if "default_model" not in self.model_fields_set:
-                # The simulator answers whatever is named; say plainly what answers.
-                self.default_model = "local/simulator"
+                self.default_model = SIMULATOR_MODEL
+            if "allowed_models" not in self.model_fields_set:
+                self.allowed_models = list(SIMULATOR_MODEL_IDS)
         return self
 
     @property

@@ -23,6 +23,7 @@ JWT_SECRET = "test-secret-0123456789-abcdefghijklmnop"
 API_KEY = "sk-or-test-key-SECRET-0123456789"
 # The start command of the container image (Dockerfile CMD); spawn_server runs the same.
 START_COMMAND = ("python", "-m", "server")
+STREAM_EVENTS = ("token", "reasoning", "tool_call")  # one seq across them (protocol v2)
 
 
 _DB_DIR: list[str] = []
@@ -236,12 +237,13 @@ class Recorder:
 
 
 def assert_clean_stream(rec: Recorder, request_id: str) -> tuple[str, dict[str, Any]]:
-    """Invariants 1 and 2: gapless seq from 0, one terminal event, nothing after it."""
+    """Invariants 1 and 2: gapless seq from 0 across the stream events, one terminal event,
+    nothing after it."""
     events = rec.of(request_id)
     terminals = [i for i, (e, _d) in enumerate(events) if e in ("done", "error")]
     assert len(terminals) == 1, events
     assert terminals[0] == len(events) - 1, events
-    seqs = [d["seq"] for e, d in events if e == "token"]
+    seqs = [d["seq"] for e, d in events if e in STREAM_EVENTS]
     assert seqs == list(range(len(seqs))), seqs
     return events[-1]
 

@@ -9,6 +9,35 @@
 
 Scenario selection: a request whose ``model`` is ``double/<name>`` gets ``up.scenarios[name]``
 (``SCENARIOS`` plus any a test adds); any other model gets the default scenario.
+
+The standard scenarios (tests/upstream_scenarios.py has their texts and constants):
+
+- ``normal`` (the default), ``comments``, ``split_utf8``, ``crlf``, ``crlf_split``,
+  ``no_done``, ``length``, ``echo`` (``"echo: <last user text>"``), ``slow`` (50 tokens,
+  0.2 s apart), ``xss``, ``markdown``: complete streams of ``NORMAL_TEXT`` or their text.
+- protocol v2: ``reasoning`` (``delta.reasoning`` with ``reasoning.text`` details, then
+  the answer), ``reasoning_content`` (the same text as ``delta.reasoning_content``, as
+  DeepSeek/vLLM/LiteLLM send it), ``reasoning_encrypted`` (one ``ENCRYPTED_DETAIL``, no
+  reasoning text), ``slow_thinker`` (reasoning deltas for ``SLOW_THINKER_S`` = 6 s, then the
+  answer), ``tool_calls_parallel`` (``PARALLEL_TOOL_PIECES``: two calls, indexes interleaved,
+  no text, ``finish_reason: "tool_calls"``; they assemble to ``PARALLEL_TOOL_CALLS``),
+  ``error_null`` (every chunk has ``"error": null``), ``done_linger`` (the body ends
+  0.2 s after ``[DONE]``, as behind a proxy: a client must read to the end to reuse the
+  connection), ``stream_429_then_ok`` (the first
+  request gets an in-stream error ``{"code": "429", ...}`` before any delta, later ones
+  stream normally), ``stream_429`` (always that error), ``usage_details``
+  (``DETAILED_USAGE``: cost, cached and reasoning tokens), ``traceback`` (HTTP 400 whose
+  message is a gateway's Python traceback).
+- failures: ``hang``, ``stall_first_token``, ``eof_no_finish``, ``mid_stream_error``,
+  ``truncated``, ``malformed``, ``stall_mid_stream`` (``PARTIAL_SENT`` first), ``http_<status>``
+  for 400 401 402 403 408 429 502 503, ``http_429_no_retry_after``, ``http_429_then_ok``,
+  ``http_503_then_ok``.
+
+``UpstreamDouble(dialect="openai")`` behaves as a strict OpenAI-compatible server: a request
+with a field outside ``OPENAI_FIELDS`` (e.g. ``usage``, ``models``, ``provider``) gets HTTP
+400 naming it, and the usage chunk is sent only when ``stream_options.include_usage`` is
+true.  ``up.connections`` counts the TCP connections that carried requests (one, for several
+sequential chats of a client that reuses its connections).
 """
 
 from __future__ import annotations
@@ -20,13 +49,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal
 
 from aiohttp import web
 
 from tests.upstream_scenarios import (
     COMMENT,
     ERROR_MESSAGES,
+    OPENAI_FIELDS,
     SCENARIOS,
     ChunkFactory,
     Scenario,
@@ -42,7 +72,7 @@ __all__ = ["SCENARIOS", "Recorded", "Scenario", "UpstreamDouble"]
 POLL_S = 0.02  # how often waits check whether the client went away
 SPLIT_PAUSE_S = 0.01  # between the pieces of a split write, so they arrive in separate reads
 SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
-EXTRA_MODELS = ["google/gemini-flash-1.5", "openai/gpt-4o-mini", "anthropic/claude-3.5-sonnet"]
+EXTRA_MODELS = ["openrouter/auto", "openai/gpt-4o-mini", "anthropic/claude-3.5-sonnet"]
 
 
 class _Stopping(Exception):
@@ -83,14 +113,21 @@ class _Exchange:
 class UpstreamDouble:
     """OpenRouter's chat and models endpoints on ``127.0.0.1:<free port>``."""
 
-    def __init__(self, *, default: Scenario | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        default: Scenario | None = None,
+        dialect: Literal["openrouter", "openai"] = "openrouter",
+    ) -> None:
         self.default = default or SCENARIOS["normal"]
+        self.dialect = dialect
         self.scenarios: dict[str, Scenario] = dict(SCENARIOS)
         self.requests: list[Recorded] = []
         self.model_requests = 0  # GET /models count
         self.models_status = 200  # set to e.g. 503 to fail GET /models
         self.require_api_key: str | None = None  # when set, other bearer keys get 401
         self.base_url = ""
+        self._peers: set[Any] = set()  # (host, port) of each client connection
         self._counts: dict[str, int] = {}
         self._runner: web.AppRunner | None = None
         self._changed = asyncio.Event()
@@ -131,6 +168,11 @@ class UpstreamDouble:
 
     def set_default(self, scenario: Scenario) -> None:
         self.default = scenario
+
+    @property
+    def connections(self) -> int:
+        """TCP connections that carried at least one request (chat or models)."""
+        return len(self._peers)
 
     def reset(self) -> None:
         """Forget recorded requests and the per-scenario counters (``fail_times``)."""
@@ -176,7 +218,12 @@ class UpstreamDouble:
 
     # --- handlers -------------------------------------------------------------------
 
+    def _seen(self, request: web.Request) -> None:
+        if request.transport is not None:
+            self._peers.add(request.transport.get_extra_info("peername"))
+
     async def _models(self, request: web.Request) -> web.Response:
+        self._seen(request)
         self.model_requests += 1
         if self.models_status != 200:
             return _error_response(self.models_status)
@@ -187,6 +234,7 @@ class UpstreamDouble:
         return web.json_response({"data": data})
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
+        self._seen(request)
         try:
             body = await request.json()
         except ValueError:
@@ -215,6 +263,11 @@ class UpstreamDouble:
                 return _error_response(400, f"unknown upstream double scenario {name!r}")
             scenario = self.scenarios[name]
         rec.scenario = scenario.name
+        unknown = sorted(set(body) - OPENAI_FIELDS) if self.dialect == "openai" else []
+        if unknown:
+            rec.status = 400
+            message = f"Unrecognized request argument supplied: {', '.join(unknown)}"
+            return _error_response(400, message)
         if self.require_api_key and headers.get("authorization") != (
             f"Bearer {self.require_api_key}"
         ):
@@ -236,13 +289,15 @@ class UpstreamDouble:
         sc, rec, body = ex.scenario, ex.rec, ex.rec.body
         self._counts[sc.name] = count = self._counts.get(sc.name, 0) + 1
         await self._pause(ex, sc.hang_s)
-        if sc.status != 200 and (sc.fail_times is None or count <= sc.fail_times):
+        failing = sc.fail_times is None or count <= sc.fail_times
+        if sc.status != 200 and failing:
             rec.status = sc.status
             return _error_response(sc.status, sc.error_message, sc.error_metadata, sc.retry_after)
         text = f"echo: {last_user_text(body)}" if sc.echo else None
         tokens = sc.tokens_to_send(text)
         model = sc.model or str(body.get("model") or "double/default")
-        chunks = ChunkFactory(f"gen-{next(self._ids)}-double", model, sc.provider)
+        gen_id = f"gen-{next(self._ids)}-double"
+        chunks = ChunkFactory(gen_id, model, sc.provider, null_error=sc.null_error)
         usage = sc.usage or make_usage(prompt_tokens(body), len(tokens))
         if body.get("stream") is False:
             return web.json_response(chunks.completion("".join(tokens), sc.finish_reason, usage))
@@ -252,6 +307,10 @@ class UpstreamDouble:
         if sc.comments:
             await self._write(ex, COMMENT)
         await self._pause(ex, sc.first_token_delay_s)
+        if sc.stream_error is not None and failing:
+            await self._write(ex, sse(chunks.stream_error(sc.stream_error)))
+            return ex.stream
+        await self._reasoning(ex, chunks)
         for i, token in enumerate(tokens):
             if i:
                 await self._pause(ex, sc.delay_s)
@@ -259,8 +318,28 @@ class UpstreamDouble:
                     await self._write(ex, COMMENT)
             await self._write(ex, sse(chunks.content(token)))
             rec.sent_text += token
+        for piece in sc.tool_calls or []:
+            await self._write(ex, sse(chunks.delta({"tool_calls": [piece]})))
         await self._finish(ex, chunks, usage)
         return ex.stream
+
+    async def _reasoning(self, ex: _Exchange, chunks: ChunkFactory) -> None:
+        sc = ex.scenario
+        for i, piece in enumerate(sc.reasoning or []):
+            if i:
+                await self._pause(ex, sc.reasoning_delay_s)
+            event = chunks.reasoning(piece, sc.reasoning_field, sc.reasoning_format)
+            await self._write(ex, sse(event))
+        for detail in sc.reasoning_details or []:
+            await self._write(ex, sse(chunks.delta({"reasoning_details": [detail]})))
+
+    def _sends_usage(self, ex: _Exchange) -> bool:
+        if not ex.scenario.include_usage:
+            return False
+        if self.dialect == "openai":  # only when asked, the standard way
+            options = ex.rec.body.get("stream_options")
+            return isinstance(options, dict) and options.get("include_usage") is True
+        return True
 
     async def _finish(self, ex: _Exchange, chunks: ChunkFactory, usage: dict[str, Any]) -> None:
         sc = ex.scenario
@@ -268,10 +347,11 @@ class UpstreamDouble:
             await self._write(ex, sse(chunks.content("", sc.finish_reason)))
             if sc.comments:
                 await self._write(ex, COMMENT)
-            if sc.include_usage:
+            if self._sends_usage(ex):
                 await self._write(ex, sse(chunks.usage(usage)))
             if sc.end == "done":
                 await self._write(ex, sse("[DONE]"))
+                await self._pause(ex, sc.linger_s)
         elif sc.end == "error":
             await self._write(ex, sse(chunks.error()))
         elif sc.end == "malformed":

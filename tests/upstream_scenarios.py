@@ -3,6 +3,10 @@
 A :class:`Scenario` describes one upstream behaviour; ``SCENARIOS`` names the standard
 ones. A request selects one with ``"model": "double/<name>"``; otherwise the double's
 default applies. Texts below are part of the double's contract: tests assert on them.
+
+What a stream sends, in order: an in-stream ``stream_error`` (then the body ends), or
+``reasoning`` deltas, ``reasoning_details`` chunks, the answer tokens, ``tool_calls`` pieces,
+the finish chunk, the usage chunk, ``[DONE]``.
 """
 
 from __future__ import annotations
@@ -48,6 +52,62 @@ async for batch in upstream.stream(body):
 
 > Press **Stop** at any time to cancel the answer."""
 
+REASONING_TEXT = "The user greets me. I should greet back, briefly and kindly."
+SLOW_THINKER_S = 6.0  # slow_thinker: reasoning deltas over this long before the answer
+ENCRYPTED_DETAIL = {
+    "type": "reasoning.encrypted",
+    "data": "gAAAAABoISQ-encrypted-reasoning-blob==",
+    "id": "rs_double_1",
+    "format": "openai-responses-v1",
+    "index": 0,
+}
+# Two tool calls streamed in pieces, their indexes interleaved (as OpenAI and OpenRouter do).
+PARALLEL_TOOL_PIECES: list[dict[str, Any]] = [
+    {"index": 0, "id": "call_weather_1", "type": "function",
+     "function": {"name": "get_weather", "arguments": ""}},
+    {"index": 1, "id": "call_time_2", "type": "function",
+     "function": {"name": "get_time", "arguments": ""}},
+    {"index": 0, "function": {"arguments": '{"locat'}},
+    {"index": 1, "function": {"arguments": '{"timez'}},
+    {"index": 0, "function": {"arguments": 'ion": "Par'}},
+    {"index": 1, "function": {"arguments": 'one": "Europe/Paris"}'}},
+    {"index": 0, "function": {"arguments": 'is, FR"}'}},
+]  # fmt: skip
+# What the pieces above assemble to (``done.tool_calls``).
+PARALLEL_TOOL_CALLS: list[dict[str, Any]] = [
+    {"id": "call_weather_1", "type": "function",
+     "function": {"name": "get_weather", "arguments": '{"location": "Paris, FR"}'}},
+    {"id": "call_time_2", "type": "function",
+     "function": {"name": "get_time", "arguments": '{"timezone": "Europe/Paris"}'}},
+]  # fmt: skip
+DETAILED_USAGE = {
+    "prompt_tokens": 194,
+    "completion_tokens": 12,
+    "total_tokens": 206,
+    "cost": 0.00095,
+    "cost_details": {"upstream_inference_cost": 0.0009},
+    "prompt_tokens_details": {"cached_tokens": 128, "cache_write_tokens": 0, "audio_tokens": 0},
+    "completion_tokens_details": {"reasoning_tokens": 7},
+}
+STREAM_429 = {"code": "429", "message": "Rate limit exceeded: free-models-per-min"}
+TRACEBACK_MESSAGE = (
+    "litellm.BadRequestError: OpenAIException - Traceback (most recent call last):\n"
+    '  File "/usr/lib/python3.12/site-packages/litellm/main.py", line 1, in completion\n'
+    "KeyError: 'sk-secret-of-the-gateway'"
+)
+# Fields a strict OpenAI-compatible server accepts (the openai-dialect double refuses others):
+# OpenAI's own, plus the sampling extras vLLM and LiteLLM take.  OpenRouter's own fields
+# (models, provider, transforms, plugins, usage) are not among them.
+OPENAI_FIELDS = frozenset(
+    {
+        "model", "messages", "stream", "stream_options", "temperature", "top_p", "n", "stop",
+        "max_tokens", "max_completion_tokens", "presence_penalty", "frequency_penalty",
+        "logit_bias", "logprobs", "top_logprobs", "user", "seed", "tools", "tool_choice",
+        "parallel_tool_calls", "response_format", "reasoning_effort", "reasoning", "top_k",
+        "min_p", "top_a", "repetition_penalty",
+    }
+)  # fmt: skip
+
 _WORD = re.compile(r"\s*\S+\s*")
 
 
@@ -71,7 +131,16 @@ class Scenario:
     error_message: str | None = None  # default: ERROR_MESSAGES[status]
     error_metadata: dict[str, Any] | None = None
     retry_after: str | None = None  # Retry-After header on error responses
-    fail_times: int | None = None  # with status: only the first N requests fail, then stream
+    fail_times: int | None = None  # with status/stream_error: only the first N requests fail
+    stream_error: dict[str, Any] | None = None  # an in-stream error object, before any delta
+    reasoning: list[str] | None = None  # reasoning deltas, before the answer
+    reasoning_field: Literal["reasoning", "reasoning_content"] = "reasoning"
+    reasoning_delay_s: float = 0.0  # pause between reasoning deltas
+    reasoning_format: str | None = None  # set: each reasoning delta carries a reasoning.text detail
+    reasoning_details: list[dict[str, Any]] | None = None  # one chunk each, after the reasoning
+    tool_calls: list[dict[str, Any]] | None = None  # delta.tool_calls pieces, one chunk each
+    null_error: bool = False  # every chunk carries "error": null
+    linger_s: float = 0.0  # after [DONE], before the body ends (as proxies do)
     comments: bool = False  # ": OPENROUTER PROCESSING" before and between chunks
     crlf: bool = False  # CRLF line ends
     split_bytes: bool = False  # write each event in pieces cut inside UTF-8 chars and "data:"
@@ -122,6 +191,38 @@ def _partial(name: str, end: End, **kw: Any) -> Scenario:
 
 _ALL = [
     Scenario(),
+    Scenario(
+        name="reasoning",
+        reasoning=split_tokens(REASONING_TEXT),
+        reasoning_format="anthropic-claude-v1",
+    ),
+    Scenario(
+        name="reasoning_content",
+        reasoning=split_tokens(REASONING_TEXT),
+        reasoning_field="reasoning_content",
+    ),
+    Scenario(name="reasoning_encrypted", reasoning_details=[ENCRYPTED_DETAIL]),
+    Scenario(
+        name="slow_thinker",
+        reasoning=[f"thought{i} " for i in range(12)],
+        reasoning_delay_s=SLOW_THINKER_S / 12,
+    ),
+    Scenario(
+        name="tool_calls_parallel",
+        text="",
+        tool_calls=PARALLEL_TOOL_PIECES,
+        finish_reason="tool_calls",
+    ),
+    Scenario(name="error_null", null_error=True),
+    Scenario(name="done_linger", linger_s=0.2),
+    Scenario(name="stream_429_then_ok", stream_error=STREAM_429, fail_times=1),
+    Scenario(name="stream_429", stream_error=STREAM_429),
+    Scenario(
+        name="usage_details",
+        reasoning=split_tokens(REASONING_TEXT),
+        usage=DETAILED_USAGE,
+    ),
+    Scenario(name="traceback", status=400, error_message=TRACEBACK_MESSAGE),
     Scenario(name="comments", comments=True),
     Scenario(name="split_utf8", text=UTF8_TEXT, split_bytes=True),
     Scenario(name="crlf", crlf=True),
@@ -171,24 +272,43 @@ class ChunkFactory:
     model: str
     provider: str
     created: int = field(default_factory=lambda: int(time.time()))
+    null_error: bool = False  # every chunk carries "error": null
+    linger_s: float = 0.0  # after [DONE], before the body ends (as proxies do)
 
     def _base(self) -> dict[str, Any]:
-        return {
+        base: dict[str, Any] = {
             "id": self.gen_id,
             "object": "chat.completion.chunk",
             "created": self.created,
             "model": self.model,
             "provider": self.provider,
         }
+        if self.null_error:
+            base["error"] = None
+        return base
 
-    def content(self, text: str, finish_reason: str | None = None) -> dict[str, Any]:
+    def delta(self, delta: dict[str, Any], finish_reason: str | None = None) -> dict[str, Any]:
         choice = {
             "index": 0,
-            "delta": {"role": "assistant", "content": text},
+            "delta": {"role": "assistant", **delta},
             "finish_reason": finish_reason,
             "native_finish_reason": finish_reason,
         }
         return {**self._base(), "choices": [choice]}
+
+    def content(self, text: str, finish_reason: str | None = None) -> dict[str, Any]:
+        return self.delta({"content": text}, finish_reason)
+
+    def reasoning(self, text: str, field: str, detail_format: str | None) -> dict[str, Any]:
+        delta: dict[str, Any] = {"content": "", field: text}
+        if detail_format is not None:
+            detail = {"type": "reasoning.text", "text": text, "index": 0, "format": detail_format}
+            delta["reasoning_details"] = [detail]
+        return self.delta(delta)
+
+    def stream_error(self, error: dict[str, Any]) -> dict[str, Any]:
+        choice = {"index": 0, "delta": {"content": ""}, "finish_reason": "error"}
+        return {**self._base(), "error": error, "choices": [choice]}
 
     def error(self, code: int = 502, message: str = "Provider returned error") -> dict[str, Any]:
         choice = {"index": 0, "delta": {"content": ""}, "finish_reason": "error"}

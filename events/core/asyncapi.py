@@ -141,7 +141,22 @@ def _schemas(events: Sequence[EventDoc]) -> Doc:
         ref_template=SCHEMAS + "{model}",
     )
     schemas: Doc = top.get("$defs", {})
+    _plain_discriminators(schemas)
     return schemas
+
+
+def _plain_discriminators(node: Any) -> None:
+    """OpenAPI's ``discriminator`` object (pydantic's, on a ``oneOf``) is not AsyncAPI's
+    (a property name on the parent schema): keep the ``oneOf`` alone, whose members'
+    ``const`` tags say the same."""
+    if isinstance(node, dict):
+        if isinstance(node.get("discriminator"), dict) and "oneOf" in node:
+            del node["discriminator"]
+        for value in node.values():
+            _plain_discriminators(value)
+    elif isinstance(node, list):
+        for value in node:
+            _plain_discriminators(value)
 
 
 def _ref(model: type[BaseModel]) -> Doc:
@@ -274,11 +289,12 @@ stays open after any refusal.
 Invariants a client may rely on:
 1. Every accepted request ends with exactly one terminal event, `done` or `error`, and
    nothing for that `request_id` follows it.
-2. `token.seq` has no gaps and no repeats; joining every `content` in `seq` order gives
-   exactly the text the upstream produced.
+2. `seq`, shared by the stream events `token`, `reasoning` and `tool_call`, has no gaps
+   and no repeats; joining every `token.content` in `seq` order gives exactly the answer
+   text the upstream produced, and every `reasoning.content` the reasoning text.
 3. `cancel` ends the request with `done` and `finish_reason: "cancelled"`.
-4. `resume {request_id, last_seq}` re-sends every `token` with `seq > last_seq`, in order
-   and exactly once, then continues live or sends the terminal event.
+4. `resume {request_id, last_seq}` re-sends every stream event with `seq > last_seq`, in
+   order and exactly once, then continues live or sends the terminal event.
 5. An upstream retry happens only before the first token, so text is never duplicated.
 6. A client never receives events of a room it has not joined, nor of another client's
    private requests.
@@ -291,7 +307,8 @@ single argument of `emit`); acknowledgements are Socket.IO acks."""
 _RAW_CHANNEL = """\
 Text frames holding JSON objects with a `type` field (a frame without `type` is a chat
 request in the original template's format). Same payloads as the Socket.IO events; no
-rooms. `?format=completion` selects `completion` frames instead of `token` frames. A
+rooms. `?format=completion` selects `completion` frames instead of `token`, `reasoning`
+and `tool_call` frames. A
 frame over `MAX_FRAME_BYTES` closes the connection with code 1009; a refused token closes
 it with 4401 after an `error` frame, a refused origin with 4403."""
 

@@ -60,8 +60,12 @@ CLIENT_EVENTS: tuple[EventDoc, ...] = (
         "Without `room`, `messages` is the whole conversation. With `room` (joined first), "
         "`messages` holds only the new message(s): they are broadcast as `message` events "
         "and the reply streams to every member. Unknown fields are refused. A refused "
-        "request also gets an `error` event with the same code. An accepted one streams "
-        "`token` events (seq 0, 1, 2…) and ends with exactly one `done` or `error`.",
+        "request also gets an `error` event with the same code. Every other field is checked "
+        "for shape and range and forwarded to the upstream exactly as sent (`n` and `user` "
+        "are refused; the server sends a per-user pseudonym as `user`); with "
+        "`UPSTREAM_DIALECT=openai`, `models`, `provider`, `transforms` and `plugins` are "
+        "refused. An accepted request streams `reasoning`, `token` and `tool_call` events "
+        "(one `seq`: 0, 1, 2…) and ends with exactly one `done` or `error`.",
         acks=(m.ChatAck,),
         errors=(
             ErrorCode.INVALID_PAYLOAD,
@@ -76,6 +80,44 @@ CLIENT_EVENTS: tuple[EventDoc, ...] = (
         examples=(
             {"request_id": "req-1", "messages": _MSG, "model": "openai/gpt-4o-mini"},
             {"messages": _MSG, "room": "lobby"},
+            {
+                "request_id": "req-2",
+                "messages": [{"role": "user", "content": "Weather in Paris?"}],
+                "tools": [
+                    {
+                        "type": "function",
+                        "function": {
+                            "name": "get_weather",
+                            "parameters": {
+                                "type": "object",
+                                "properties": {"city": {"type": "string"}},
+                            },
+                        },
+                    }
+                ],
+                "reasoning": {"effort": "low"},
+            },
+            {
+                "request_id": "req-3",
+                "messages": [
+                    {"role": "user", "content": "Weather in Paris?"},
+                    {
+                        "role": "assistant",
+                        "content": None,
+                        "tool_calls": [
+                            {
+                                "id": "call_1",
+                                "type": "function",
+                                "function": {
+                                    "name": "get_weather",
+                                    "arguments": '{"city": "Paris"}',
+                                },
+                            }
+                        ],
+                    },
+                    {"role": "tool", "tool_call_id": "call_1", "content": '{"temp_c": 21}'},
+                ],
+            },
         ),
         raw_frame=True,
         tags=("streams",),
@@ -124,8 +166,9 @@ CLIENT_EVENTS: tuple[EventDoc, ...] = (
         "resume",
         "client",
         m.ResumeRequest,
-        "Replay a request's tokens after `last_seq`, then continue live.",
-        "Every `token` with `seq > last_seq` is sent again, in order and exactly once "
+        "Replay a request's stream events after `last_seq`, then continue live.",
+        "Every `token`, `reasoning` and `tool_call` with `seq > last_seq` is sent again, "
+        "in order and exactly once "
         "(`last_seq: -1` replays from the start), then the stream continues or ends. A "
         "finished request stays resumable for `RESUME_RETENTION_S`. Only the owner or a "
         "member of the request's room may resume.",
@@ -174,8 +217,8 @@ SERVER_EVENTS: tuple[EventDoc, ...] = (
                     "max_streams_per_connection": 4,
                     "rate_limit_per_minute": 60,
                 },
-                "default_model": "google/gemini-flash-1.5",
-                "protocol": 1,
+                "default_model": "openrouter/auto",
+                "protocol": 2,
             },
         ),
         tags=("auth",),
@@ -185,9 +228,45 @@ SERVER_EVENTS: tuple[EventDoc, ...] = (
         "server",
         m.TokenEvent,
         "Text of a streamed answer.",
-        "`seq` is 0, 1, 2… per request with no gaps or repeats; joining every `content` in "
-        "`seq` order gives exactly the text the upstream produced.",
+        "`seq` is 0, 1, 2… per request, shared with `reasoning` and `tool_call`, with no "
+        "gaps or repeats; joining every `token.content` in `seq` order gives exactly the "
+        "answer text the upstream produced.",
         examples=({"request_id": "req-1", "seq": 0, "content": "Hello"},),
+        raw_frame=True,
+        tags=("streams",),
+    ),
+    EventDoc(
+        "reasoning",
+        "server",
+        m.ReasoningEvent,
+        "The model's reasoning text, as it streams (reasoning models).",
+        "From the upstream's `delta.reasoning` (or `delta.reasoning_content`). Never mixed "
+        "with answer text: reasoning and answer arrive as separate events on one `seq`.",
+        examples=({"request_id": "req-1", "seq": 0, "content": "The user wants"},),
+        raw_frame=True,
+        tags=("streams",),
+    ),
+    EventDoc(
+        "tool_call",
+        "server",
+        m.ToolCallEvent,
+        "A piece of a tool call the model makes.",
+        "`id` and `name` come with the first event of each `index`; joining `arguments` of "
+        "one `index` in `seq` order gives that call's arguments (a JSON text). `done` then "
+        'has `finish_reason: "tool_calls"` and the assembled `tool_calls`: run them and '
+        "send a follow-up `chat` with the assistant's `tool_calls` and one `tool` message "
+        "per call.",
+        examples=(
+            {
+                "request_id": "req-2",
+                "seq": 3,
+                "index": 0,
+                "id": "call_1",
+                "name": "get_weather",
+                "arguments": '{"city": ',
+            },
+            {"request_id": "req-2", "seq": 4, "index": 0, "arguments": '"Paris"}'},
+        ),
         raw_frame=True,
         tags=("streams",),
     ),
@@ -196,14 +275,40 @@ SERVER_EVENTS: tuple[EventDoc, ...] = (
         "server",
         m.DoneEvent,
         "The request finished; nothing for its `request_id` follows.",
-        "`finish_reason` is the upstream's (`stop`, `length`…) or `cancelled`; `model` and "
-        "`usage` as the upstream reported them.",
+        "`finish_reason` is the upstream's (`stop`, `length`, `tool_calls`…) or "
+        "`cancelled`; `model`, `generation_id`, `provider`, `native_finish_reason` and "
+        "`usage` as the upstream reported them. `last_seq` is the `seq` of the last stream "
+        "event (-1 if none), so a client can tell it missed nothing.",
         examples=(
             {
                 "request_id": "req-1",
                 "finish_reason": "stop",
                 "model": "openai/gpt-4o-mini",
                 "usage": {"prompt_tokens": 12, "completion_tokens": 40, "total_tokens": 52},
+                "last_seq": 17,
+                "generation_id": "gen-123",
+                "provider": "OpenAI",
+                "native_finish_reason": "stop",
+            },
+            {
+                "request_id": "req-2",
+                "finish_reason": "tool_calls",
+                "model": "openai/gpt-4o",
+                "usage": {
+                    "prompt_tokens": 80,
+                    "completion_tokens": 30,
+                    "total_tokens": 110,
+                    "cached_tokens": 64,
+                    "reasoning_tokens": 12,
+                },
+                "last_seq": 4,
+                "tool_calls": [
+                    {
+                        "id": "call_1",
+                        "type": "function",
+                        "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'},
+                    }
+                ],
             },
         ),
         raw_frame=True,
@@ -215,7 +320,7 @@ SERVER_EVENTS: tuple[EventDoc, ...] = (
         m.ErrorEvent,
         "A request failed (its terminal event), a `chat` was refused, or the token expired.",
         "`retryable` tells whether the same request may succeed later; `retry_after` "
-        "(seconds) comes with rate limits.",
+        "(seconds) comes with rate limits; `last_seq` when the request had streamed.",
         errors=tuple(ErrorCode),
         examples=(
             {
@@ -279,7 +384,8 @@ RAW_ONLY_FRAMES: tuple[EventDoc, ...] = (
         "server",
         m.CompletionFrame,
         "With `?format=completion`: each upstream chunk as it came (the original template).",
-        "Sent instead of `token` frames; `done` and `error` frames stay as they are.",
+        "Sent instead of `token`, `reasoning` and `tool_call` frames; `done` and `error` "
+        "frames stay as they are.",
         examples=(
             {
                 "type": "completion",

@@ -22,11 +22,11 @@ from typing import Any, TypeVar
 from pydantic import BaseModel
 
 from auth.tokens import Identity
+from events.core.admission import parse
 from events.core.catalog import EventDoc
 from events.core.errors import ErrorCode
 from events.core.models import Inbound
 from events.core.pipeline import Payload
-from events.core.relay import parse
 
 Emit = Callable[[str, Payload], Awaitable[None]]
 M = TypeVar("M", bound=Inbound)

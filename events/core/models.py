@@ -7,66 +7,49 @@ from both.  The hot path builds outbound payloads as plain dicts of the same sha
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+import re
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from events.core.chat_request import (
+    OPENROUTER_ONLY_FIELDS,
+    AssistantMessage,
+    ChatMessage,
+    ChatRequest,
+    SystemMessage,
+    ToolMessage,
+    UserMessage,
+)
 from events.core.errors import ErrorCode
+from events.core.inbound import (
+    REQUEST_ID_PATTERN,
+    ROOM_PATTERN,
+    Inbound,
+    ModelName,
+    RequestId,
+    RoomName,
+)
 
-REQUEST_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
-ROOM_PATTERN = r"^[A-Za-z0-9_.:-]{1,64}$"
-
-RequestId = Annotated[str, Field(pattern=REQUEST_ID_PATTERN, examples=["req-1"])]
-RoomName = Annotated[str, Field(pattern=ROOM_PATTERN, examples=["lobby"])]
-ModelName = Annotated[str, Field(min_length=1, max_length=200, examples=["openai/gpt-4o-mini"])]
-
-
-class Inbound(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+__all__ = [  # the inbound models live in their own modules; import them from here too
+    "OPENROUTER_ONLY_FIELDS",
+    "REQUEST_ID_PATTERN",
+    "ROOM_PATTERN",
+    "AssistantMessage",
+    "ChatMessage",
+    "ChatRequest",
+    "Inbound",
+    "ModelName",
+    "RequestId",
+    "RoomName",
+    "SystemMessage",
+    "ToolMessage",
+    "UserMessage",
+]
 
 
 class Outbound(BaseModel):
     model_config = ConfigDict(extra="forbid")
-
-
-class ImageUrl(Inbound):
-    url: str = Field(max_length=10_000_000)
-    detail: Literal["auto", "low", "high"] | None = None
-
-
-class ContentPart(Inbound):
-    type: Literal["text", "image_url"]
-    text: str | None = None
-    image_url: ImageUrl | None = None
-
-
-class ChatMessage(Inbound):
-    role: Literal["system", "user", "assistant"]
-    content: str | list[ContentPart]
-    name: str | None = Field(None, min_length=1, max_length=64)
-
-
-class ChatRequest(Inbound):
-    """``chat``: start a streamed completion."""
-
-    request_id: RequestId | None = Field(
-        None, description="Client-chosen id of this request; the server makes one if absent."
-    )
-    messages: list[ChatMessage] = Field(
-        min_length=1, description="The conversation; with `room`, only the new message(s)."
-    )
-    model: ModelName | None = Field(
-        None, description="Default from `DEFAULT_MODEL`; must pass `ALLOWED_MODELS` if set."
-    )
-    models: list[ModelName] | None = Field(
-        None, max_length=10, description="Fallback models, tried in order by the upstream."
-    )
-    temperature: float | None = Field(None, ge=0, le=2)
-    top_p: float | None = Field(None, gt=0, le=1)
-    max_tokens: int | None = Field(None, ge=1, le=1_000_000)
-    stop: str | list[str] | None = None
-    seed: int | None = Field(None, ge=-(2**63), le=2**63 - 1)
-    room: RoomName | None = Field(None, description="Chat in this room (join it first).")
 
 
 class CancelRequest(Inbound):
@@ -119,15 +102,40 @@ class SessionEvent(Outbound):
     user: User
     limits: Limits
     default_model: str
-    protocol: Literal[1] = 1
+    protocol: Literal[2] = 2
 
 
 class TokenEvent(Outbound):
-    """``token``: one or more upstream deltas joined; ``seq`` is 0, 1, 2… per request."""
+    """``token``: answer text, one or more upstream deltas joined.
+
+    ``seq`` is 0, 1, 2… per request, shared by ``token``, ``reasoning`` and ``tool_call``.
+    """
 
     request_id: str
     seq: int
     content: str
+    room: str | None = None
+
+
+class ReasoningEvent(Outbound):
+    """``reasoning``: the model's reasoning text (``delta.reasoning``), as it streams."""
+
+    request_id: str
+    seq: int
+    content: str
+    room: str | None = None
+
+
+class ToolCallEvent(Outbound):
+    """``tool_call``: a piece of one tool call; joining ``arguments`` of one ``index`` in
+    ``seq`` order gives that call's arguments text."""
+
+    request_id: str
+    seq: int
+    index: int
+    id: str | None = Field(None, description="With the first event of each index.")
+    name: str | None = Field(None, description="With the first event of each index.")
+    arguments: str
     room: str | None = None
 
 
@@ -137,6 +145,19 @@ class Usage(Outbound):
     completion_tokens: int | None = None
     total_tokens: int | None = None
     cost: float | None = None
+    cached_tokens: int | None = Field(None, description="From `prompt_tokens_details`.")
+    reasoning_tokens: int | None = Field(None, description="From `completion_tokens_details`.")
+
+
+class DoneFunction(Outbound):
+    name: str | None
+    arguments: str
+
+
+class DoneToolCall(Outbound):
+    id: str | None
+    type: Literal["function"] = "function"
+    function: DoneFunction
 
 
 class DoneEvent(Outbound):
@@ -146,6 +167,18 @@ class DoneEvent(Outbound):
     finish_reason: str
     model: str | None
     usage: Usage
+    last_seq: int = Field(description="`seq` of the last stream event; -1 if none.")
+    generation_id: str | None = Field(None, description="The upstream's response `id`.")
+    provider: str | None = None
+    native_finish_reason: str | None = None
+    tool_calls: list[DoneToolCall] | None = Field(
+        None, description='The assembled calls, when the model called tools ("tool_calls").'
+    )
+    reasoning_details: list[dict[str, Any]] | None = Field(
+        None,
+        description="The upstream's reasoning detail objects (text pieces of one index "
+        "merged); send them back on the assistant message.",
+    )
     room: str | None = None
 
 
@@ -166,6 +199,9 @@ class ErrorEvent(ErrorObject):
     """``error``: the terminal event of a failed request, or a refusal."""
 
     request_id: str | None = None
+    last_seq: int | None = Field(
+        None, description="`seq` of the last stream event, when the request had streamed."
+    )
     room: str | None = None
 
 
@@ -257,15 +293,52 @@ class RefreshAck(Outbound):
     expires_at: int
 
 
+# Labels pydantic puts into an error's location for union members: not field names.
+_TAGS = frozenset(
+    {"system", "user", "assistant", "tool", "text", "image_url", "file", "input_audio"}
+    | {"json_object", "json_schema", "function-after[_json_text(), str]"}
+)
+_UNION_LABEL = re.compile(
+    r"^(str|int|float|bool|none|list\[.*\]|dict\[.*\]|literal\[.*\]|"
+    r"function-after\[.*\]|[A-Z][A-Za-z]+)$"
+)
+
+
+def _field_path(err: Any) -> str:
+    """``messages.2.tool_calls.0.function.arguments``: the location without union labels."""
+    parts: list[str] = []
+    previous: Any = None
+    for part in err["loc"]:
+        tagged = previous in ("response_format", "tool_choice") or isinstance(previous, int)
+        if isinstance(part, str) and (
+            (tagged and part in _TAGS) or (_UNION_LABEL.match(part) and previous is not None)
+        ):
+            previous = part
+            continue
+        parts.append(str(part))
+        previous = part
+    if err["type"] == "missing_content":
+        parts.append("content")
+    if err["type"] in ("union_tag_invalid", "union_tag_not_found"):
+        parts.append(str(err.get("ctx", {}).get("discriminator", "type")).strip("'"))
+    return ".".join(parts) or "(payload)"
+
+
 def validation_details(exc: ValidationError) -> list[dict[str, str]]:
-    """``details`` for ``invalid_payload``: ``[{field: "messages.0.role", message}]``."""
-    out: list[dict[str, str]] = []
+    """``details`` for ``invalid_payload``: ``[{field: "messages.0.role", message}]``.
+
+    One entry per field.  Where a union's members failed differently, the deepest
+    location wins (``messages.0.content.1.image_url.url`` rather than "content should be a
+    string"), and a range or shape error wins over "should be a <type>".
+    """
+    found: dict[str, tuple[bool, str]] = {}
     for err in exc.errors(include_url=False, include_input=False):
-        field = ".".join(str(part) for part in err["loc"]) or "(payload)"
-        out.append({"field": field, "message": err["msg"]})
-        if len(out) >= 20:
-            break
-    return out
+        path = _field_path(err)
+        specific = not err["type"].endswith("_type")
+        if path not in found or (specific and not found[path][0]):
+            found[path] = (specific, err["msg"])
+    paths = [p for p in found if not any(o.startswith(p + ".") for o in found)]
+    return [{"field": path, "message": found[path][1]} for path in paths[:20]]
 
 
 def within_budget(data: Any, budget: int) -> bool:

@@ -11,28 +11,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import secrets
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
-import orjson
-from pydantic import ValidationError
-
-from auth.tokens import Identity
+from events.core.admission import Admission, Payload, PipelineConfig, Requester, Ticket
 from events.core.errors import ErrorCode, ProtocolError, to_protocol_error
-from events.core.models import ChatRequest, validation_details, within_budget
+from events.core.stream import StreamState
 from services import log_context
-from services.budget import BudgetExceeded, Budgets, Meter
+from services.budget import BudgetExceeded, Meter
 from services.generations import Generation, GenerationRegistry, StopReason
-from services.storage.limits import MemoryStreamCounter, RateLimiter, StreamCounter
-from services.storage.streamlog import StreamLog, StreamMeta, stream_key
+from services.storage.streamlog import StreamLog, StreamMeta
 from services.upstream.base import Chunk, Upstream
 
 logger = logging.getLogger(__name__)
 
-Payload = dict[str, Any]
+__all__ = ["ChatPipeline", "Payload", "PipelineConfig", "RequestEnd", "Requester", "Sink"]
+
 OnFinish = Callable[[str, str, str | None], Awaitable[None]]  # (request_id, text, finish_reason)
 
 
@@ -64,7 +60,7 @@ class RequestEnd:
     first_token_s: float | None  # from accept to the first token
     duration_s: float  # from accept to the terminal event
     stop_reason: str | None  # why we stopped it (cancel, disconnect, abandoned, shutdown)
-    generation_id: str | None = None  # the upstream's response id
+    generation_id: str | None = None  # the upstream's response id (as in ``done``)
     deltas: int = 0  # upstream deltas relayed (the token estimate when no usage came)
 
     def log_fields(self) -> Payload:
@@ -108,148 +104,44 @@ class _NoObserver:
         pass
 
 
-@dataclass(frozen=True, slots=True)
-class PipelineConfig:
-    default_model: str
-    allowed_models: frozenset[str] = frozenset()
-    max_payload_bytes: int = 1_000_000
-    max_messages: int = 500
-    max_message_chars: int = 100_000
-    max_streams_per_connection: int = 4
-    max_streams_per_user: int = 8
-    token_coalesce_s: float = 0.0  # deltas within this window after the first go out as one
-    max_json_values: int = 20_000  # object members + array items in one chat payload
+@dataclass(slots=True, eq=False)
+class _Run:
+    """One generation while it runs: who asked, where events go, what came so far."""
 
-
-@dataclass(frozen=True, slots=True)
-class Requester:
-    identity: Identity
-    conn_id: str
-    transport: str  # "socketio" | "websocket"
-
-
-@dataclass(slots=True)
-class _Outcome:
-    finish_reason: str | None = None
-    model: str | None = None
-    usage: Payload | None = None
-    tokens: int = 0
-    first_token_at: float | None = None
-    text: list[str] = field(default_factory=list)
-    generation_id: str | None = None
-    deltas: int = 0
-
-
-_UPSTREAM_MESSAGE_FIELDS = ("role", "content", "name")
-_UPSTREAM_FIELDS = ("models", "temperature", "top_p", "max_tokens", "stop", "seed")
-
-
-def new_request_id() -> str:
-    return "req_" + secrets.token_urlsafe(12).replace("-", "_")
-
-
-def payload_size(data: Any) -> int:
-    try:
-        return len(orjson.dumps(data))
-    except TypeError:
-        return 0
+    gen: Generation
+    ticket: Ticket
+    body: Payload
+    sink: Sink
+    on_finish: OnFinish | None
+    base: Payload  # request_id (and room) of every event
+    out: StreamState
+    accepted_at: float = field(default_factory=time.time)
+    started: float = field(default_factory=time.monotonic)
+    first_event_at: float | None = None
+    code: str | None = None  # the error code of an ``error`` end
+    deltas: int = 0  # upstream deltas relayed (what the budget meter counted)
 
 
 class ChatPipeline:
+    """Runs admitted requests: one task per generation, one terminal event each."""
+
     def __init__(
         self,
         config: PipelineConfig,
+        upstream: Upstream,
         *,
         log: StreamLog,
         registry: GenerationRegistry,
-        rate_limiter: RateLimiter,
-        streams: StreamCounter | None = None,
+        admission: Admission,
         observer: PipelineObserver | None = None,
-        upstream: Upstream | None = None,
-        budgets: Budgets | None = None,
     ) -> None:
         self.config = config
-        self.budgets = budgets  # per-user daily budgets (services.budget); None: none
-        self.upstream = upstream  # set at start-up, once the HTTP session exists
+        self.upstream = upstream
         self._log = log
         self._registry = registry
-        self._rate = rate_limiter
-        # Streams in flight per user; shared between nodes when given a Redis counter.
-        self._streams: StreamCounter = streams or MemoryStreamCounter(config.max_streams_per_user)
+        self._admission = admission
         self._observer: PipelineObserver = observer or _NoObserver()
         self._accepting = True
-        self._starting: dict[str, str] = {}  # stream key -> conn_id, while accept awaits
-
-    # -- validation ---------------------------------------------------------------
-
-    def parse(self, data: Any, size: int | None = None) -> ChatRequest:
-        """Validate a ``chat`` payload; raise ``ProtocolError`` with the protocol's code."""
-        cfg = self.config
-        if not isinstance(data, dict):
-            raise ProtocolError(ErrorCode.INVALID_PAYLOAD, "The payload must be a JSON object.")
-        if size is None:
-            size = payload_size(data)
-        if size > cfg.max_payload_bytes:
-            raise ProtocolError(
-                ErrorCode.PAYLOAD_TOO_LARGE,
-                f"The payload is {size} bytes; the limit is {cfg.max_payload_bytes}.",
-            )
-        if not within_budget(data, cfg.max_json_values):
-            raise ProtocolError(
-                ErrorCode.PAYLOAD_TOO_LARGE,
-                f"The payload holds more than {cfg.max_json_values} JSON values.",
-            )
-        messages = data.get("messages")
-        if isinstance(messages, list) and len(messages) > cfg.max_messages:
-            raise ProtocolError(
-                ErrorCode.PAYLOAD_TOO_LARGE,
-                f"{len(messages)} messages; the limit is {cfg.max_messages}.",
-            )
-        try:
-            req = ChatRequest.model_validate(data)
-        except ValidationError as exc:
-            raise ProtocolError(
-                ErrorCode.INVALID_PAYLOAD,
-                "The chat request is invalid.",
-                details=validation_details(exc),
-            ) from None
-        for index, message in enumerate(req.messages):
-            content = message.content
-            chars = (
-                len(content)
-                if isinstance(content, str)
-                else sum(len(part.text or "") for part in content)
-            )
-            if chars > cfg.max_message_chars:
-                raise ProtocolError(
-                    ErrorCode.PAYLOAD_TOO_LARGE,
-                    f"Message {index} has {chars} characters; "
-                    f"the limit is {cfg.max_message_chars}.",
-                    details=[{"field": f"messages.{index}.content", "message": "too long"}],
-                )
-        if cfg.allowed_models:
-            for name in [req.model or cfg.default_model, *(req.models or [])]:
-                if name not in cfg.allowed_models:
-                    raise ProtocolError(
-                        ErrorCode.MODEL_NOT_ALLOWED, f"The model {name!r} is not allowed."
-                    )
-        return req
-
-    def upstream_body(self, req: ChatRequest, messages: list[Payload] | None = None) -> Payload:
-        """What the upstream receives: only the fields it knows."""
-        if messages is None:
-            messages = [
-                message.model_dump(include=set(_UPSTREAM_MESSAGE_FIELDS), exclude_none=True)
-                for message in req.messages
-            ]
-        body: Payload = {"model": req.model or self.config.default_model, "messages": messages}
-        for name in _UPSTREAM_FIELDS:
-            value = getattr(req, name)
-            if value is not None:
-                body[name] = value
-        return body
-
-    # -- starting and stopping -------------------------------------------------------
 
     def stop_accepting(self) -> None:
         self._accepting = False
@@ -259,255 +151,165 @@ class ChatPipeline:
         """False once the server is shutting down: transports refuse new connections."""
         return self._accepting
 
-    async def accept(
+    async def start(
         self,
-        who: Requester,
-        req: ChatRequest,
+        ticket: Ticket,
+        room: str | None,
+        body: Payload,
         sink: Sink,
-        *,
-        messages: list[Payload] | None = None,
         on_finish: OnFinish | None = None,
     ) -> str:
-        """Check limits, start the generation, and return its ``request_id``."""
-        if not self._accepting or self.upstream is None:
+        """Open the request's stream log and run it; the ticket's claims pass to the run."""
+        if not self._accepting:
             raise ProtocolError(ErrorCode.SERVER_SHUTDOWN, "The server is not accepting requests.")
+        who = ticket.who
         owner = who.identity.sub
-        request_id = req.request_id or new_request_id()
-        key = stream_key(owner, request_id)
-        if self._registry.get(key) is not None or key in self._starting:
-            raise ProtocolError(
-                ErrorCode.INVALID_PAYLOAD,
-                "A request with this request_id is still in flight.",
-                details=[{"field": "request_id", "message": "already in flight"}],
-            )
-        cfg = self.config
-        starting = sum(1 for conn_id in self._starting.values() if conn_id == who.conn_id)
-        in_flight = self._registry.count_for_connection(who.conn_id) + starting
-        if in_flight >= cfg.max_streams_per_connection:
-            raise ProtocolError(
-                ErrorCode.TOO_MANY_STREAMS,
-                f"At most {cfg.max_streams_per_connection} streams per connection.",
-            )
-        # Counted as in flight from here, across the awaits below.
-        self._starting[key] = who.conn_id
-        try:
-            return await self._start(who, req, sink, key, request_id, messages, on_finish)
-        finally:
-            del self._starting[key]
-
-    async def _start(
-        self,
-        who: Requester,
-        req: ChatRequest,
-        sink: Sink,
-        key: str,
-        request_id: str,
-        messages: list[Payload] | None,
-        on_finish: OnFinish | None,
-    ) -> str:
-        owner = who.identity.sub
-        slot = f"{key}:{secrets.token_hex(4)}"
-        if not await self._streams.acquire(owner, slot):
-            raise ProtocolError(
-                ErrorCode.TOO_MANY_STREAMS,
-                f"At most {self.config.max_streams_per_user} streams per user.",
-            )
-        try:
-            meter = await self._admit(who)
-            retry_after = await self._rate.hit(owner)
-            if retry_after is not None:
-                raise ProtocolError(
-                    ErrorCode.RATE_LIMITED, "Too many requests.", retry_after=retry_after
-                )
-            upstream = self.upstream
-            if upstream is None:
-                raise ProtocolError(ErrorCode.SERVER_SHUTDOWN, "The server is not ready.")
-            body = self.upstream_body(req, messages)
-            gen = Generation(key, request_id, owner, who.conn_id, req.room)
-            await self._log.open(StreamMeta(key, request_id, owner, req.room))
-        except BaseException:
-            await self._streams.release(owner, slot)
-            raise
+        gen = Generation(ticket.key, ticket.request_id, owner, who.conn_id, room)
+        await self._log.open(StreamMeta(ticket.key, ticket.request_id, owner, room))
         self._registry.add(gen)
-        gen.task = asyncio.create_task(
-            self._run(gen, who, upstream, body, sink, on_finish, slot, meter)
-        )
+        self._admission.settle(ticket)
+        base: Payload = {"request_id": gen.request_id}
+        if room is not None:
+            base["room"] = room
+        out = StreamState(model=body["model"], keep_text=on_finish is not None)
+        run = _Run(gen, ticket, body, sink, on_finish, base, out)
+        gen.task = asyncio.create_task(self._run(run))
         self._observer.accepted(who.transport)
-        return request_id
-
-    async def _admit(self, who: Requester) -> Meter | None:
-        """The budget hook before a request: refused when the day's budget is spent."""
-        if self.budgets is None:
-            return None
-        try:
-            return await self.budgets.admit(who.identity.sub, who.identity.budget)
-        except BudgetExceeded as exc:
-            raise ProtocolError(
-                ErrorCode.BUDGET_EXCEEDED,
-                "Your daily budget is spent.",
-                retry_after=exc.retry_after,
-            ) from None
-
-    def find(self, owner: str, request_id: str) -> Generation | None:
-        return self._registry.get(stream_key(owner, request_id))
+        return ticket.request_id
 
     # -- the generation ---------------------------------------------------------------
 
-    async def _run(
-        self,
-        gen: Generation,
-        who: Requester,
-        upstream: Upstream,
-        body: Payload,
-        sink: Sink,
-        on_finish: OnFinish | None,
-        slot: str,
-        meter: Meter | None = None,
-    ) -> None:
+    async def _run(self, run: _Run) -> None:
+        gen = run.gen
         log_context.bind(request_id=gen.request_id, user_id=gen.owner)  # this task only
-        accepted_at = time.time()
-        started = time.monotonic()
         gen.started = True
-        out = _Outcome(model=body["model"])
-        base: Payload = {"request_id": gen.request_id}
-        if gen.room is not None:
-            base["room"] = gen.room
-        keep_text = on_finish is not None
-        terminal: tuple[str, Payload]
-        code: str | None = None
+        event, payload = await self._generate(run)
+        gen.ending = True  # no more stops: the terminal event must go out
+        try:
+            await self._end(run, event, payload)
+        finally:
+            self._registry.remove(gen)
+            try:
+                await self._admission.finished(gen.owner, run.ticket.slot)
+            except Exception:
+                logger.exception("releasing the stream slot of %s failed", gen.request_id)
+        meter = run.ticket.meter
+        if meter is not None:  # the budget hook at the end: the real usage replaces the count
+            await _settle(meter, run.out.usage)
+        self._report(run, event, payload)
+
+    async def _generate(self, run: _Run) -> tuple[str, Payload]:
+        """Relay the upstream's stream; the terminal event that ends it."""
+        gen = run.gen
         try:
             if gen.stop_reason is not None:
                 raise asyncio.CancelledError  # stopped before it began (Generation.stop)
-            stream = upstream.stream(body, gather_s=self.config.token_coalesce_s)
-            async with _closing(stream):  # a budget stop closes the upstream request now
-                async for batch in stream:
-                    content = self._absorb(batch, out)
-                    if sink.wants_raw:
-                        await sink.raw([chunk.raw for chunk in batch])
-                    if content:
-                        if out.first_token_at is None:
-                            out.first_token_at = time.monotonic()
-                            self._observer.first_token(out.first_token_at - started)
-                        payload = {**base, "seq": out.tokens, "content": content}
-                        out.tokens += 1
-                        if keep_text:
-                            out.text.append(content)
-                        await self._log.append(gen.key, "token", payload)
-                        await sink.emit("token", payload)
-                    # The budget hook per batch: stop after this batch once it is crossed
-                    # (an answer that has just finished is let through to its ``done``).
-                    within = meter is None or await meter.spend(_deltas(batch))
-                    if not within and out.finish_reason is None and meter is not None:
-                        raise BudgetExceeded(meter.retry_after())
-            terminal = ("done", self._done(base, out, out.finish_reason or "stop"))
+            await self._relay(run)
+            return "done", self._done(run, run.out.finish_reason or "stop")
         except asyncio.CancelledError:
             task = asyncio.current_task()
             if gen.stop_reason is None or task is None:
                 raise  # not ours: let it propagate
             task.uncancel()
             if gen.stop_reason is StopReason.SHUTDOWN:
-                error = ProtocolError(ErrorCode.SERVER_SHUTDOWN, "The server is stopping.")
-                code = error.code.value
-                terminal = ("error", {**base, **error.to_wire()})
-            else:
-                terminal = ("done", self._done(base, out, "cancelled"))
+                return self._error(
+                    run, ProtocolError(ErrorCode.SERVER_SHUTDOWN, "The server is stopping.")
+                )
+            return "done", self._done(run, "cancelled")
         except BudgetExceeded as exc:
-            error = ProtocolError(
-                ErrorCode.BUDGET_EXCEEDED,
-                "Your daily budget is spent; the answer was stopped.",
-                retry_after=exc.retry_after,
+            return self._error(
+                run,
+                ProtocolError(
+                    ErrorCode.BUDGET_EXCEEDED,
+                    "Your daily budget is spent; the answer was stopped.",
+                    retry_after=exc.retry_after,
+                ),
             )
-            code = error.code.value
-            terminal = ("error", {**base, **error.to_wire()})
         except Exception as exc:
-            error = to_protocol_error(exc)
-            code = error.code.value
-            terminal = ("error", {**base, **error.to_wire()})
-        event, payload = terminal
+            return self._error(run, to_protocol_error(exc))
+
+    async def _relay(self, run: _Run) -> None:
+        """Each batch's stream events: numbered, logged, then delivered.
+
+        With a budget, each batch's deltas are counted after its events went out; once the
+        budget is crossed the stream stops (``BudgetExceeded``) and the upstream request is
+        closed, unless the answer has just finished: then it still ends with ``done``.
+        """
+        out, sink, key, meter = run.out, run.sink, run.gen.key, run.ticket.meter
+        stream = self.upstream.stream(run.body, gather_s=self.config.token_coalesce_s)
+        async with contextlib.aclosing(stream):  # a budget stop closes the upstream request
+            async for batch in stream:
+                events = out.absorb(batch)
+                if sink.wants_raw:
+                    await sink.raw([chunk.raw for chunk in batch])
+                if events:
+                    if run.first_event_at is None:
+                        run.first_event_at = time.monotonic()
+                        self._observer.first_token(run.first_event_at - run.started)
+                    for event, fields in events:
+                        payload = {**run.base, "seq": out.seq, **fields}
+                        out.seq += 1
+                        await self._log.append(key, event, payload)
+                        await sink.emit(event, payload)
+                deltas = _deltas(batch)
+                run.deltas += deltas
+                within = meter is None or await meter.spend(deltas)
+                if not within and out.finish_reason is None and meter is not None:
+                    raise BudgetExceeded(meter.retry_after())
+
+    async def _end(self, run: _Run, event: str, payload: Payload) -> None:
+        """Log the terminal event, keep a room's reply, then send the terminal event."""
+        gen, out = run.gen, run.out
+        try:
+            await self._log.close(gen.key, event, payload)
+            if run.on_finish is not None and event == "done" and out.text:
+                # Before ``done`` goes out: whoever sees it and then looks finds the reply.
+                try:
+                    await run.on_finish(gen.request_id, "".join(out.text), out.finish_reason)
+                except Exception:
+                    logger.exception("on_finish of request %s failed", gen.request_id)
+            await run.sink.emit(event, payload)
+        except Exception:
+            logger.exception("delivering the end of request %s failed", gen.request_id)
+
+    def _report(self, run: _Run, event: str, payload: Payload) -> None:
+        """Metrics and the one lifecycle line per request (accepted, first token, end)."""
+        gen, out = run.gen, run.out
         outcome = "error" if event == "error" else "done"
         if event == "done" and payload["finish_reason"] == "cancelled":
             outcome = "cancelled"
-        gen.ending = True  # no more stops: the terminal event must go out
-        try:
-            await self._log.close(gen.key, event, payload)
-            if on_finish is not None and event == "done" and out.tokens:
-                # Before ``done`` goes out: whoever sees it and then looks finds the reply.
-                try:
-                    await on_finish(gen.request_id, "".join(out.text), out.finish_reason)
-                except Exception:
-                    logger.exception("on_finish of request %s failed", gen.request_id)
-            await sink.emit(event, payload)
-        except Exception:
-            logger.exception("delivering the end of request %s failed", gen.request_id)
-        finally:
-            self._registry.remove(gen)
-            try:
-                await self._streams.release(gen.owner, slot)
-            except Exception:
-                logger.exception("releasing the stream slot of %s failed", gen.request_id)
         end = RequestEnd(
             request_id=gen.request_id,
             user_id=gen.owner,
-            transport=who.transport,
+            transport=run.ticket.who.transport,
             room=gen.room,
             model=out.model,
             outcome=outcome,
             finish_reason=payload.get("finish_reason"),
-            code=code,
+            code=run.code,
             tokens=out.tokens,
             usage=out.usage,
-            accepted_at=accepted_at,
-            first_token_s=None if out.first_token_at is None else out.first_token_at - started,
-            duration_s=time.monotonic() - started,
+            accepted_at=run.accepted_at,
+            first_token_s=None if run.first_event_at is None else run.first_event_at - run.started,
+            duration_s=time.monotonic() - run.started,
             stop_reason=gen.stop_reason.value if gen.stop_reason else None,
             generation_id=out.generation_id,
-            deltas=out.deltas,
+            deltas=run.deltas,
         )
-        if meter is not None:  # the budget hook at the end: the real usage replaces the count
-            await _settle(meter, out.usage)
         self._observer.finished(end)
-        # The one lifecycle line per request (accepted, first token, end).
-        logger.info("request %s %s", gen.request_id, code or outcome, extra=end.log_fields())
+        logger.info("request %s %s", gen.request_id, run.code or outcome, extra=end.log_fields())
 
     @staticmethod
-    def _absorb(batch: list[Chunk], out: _Outcome) -> str:
-        """The batch's text; its finish reason, model and usage go into ``out``."""
-        parts = []
-        out.deltas += _deltas(batch)
-        for chunk in batch:
-            if chunk.generation_id:
-                out.generation_id = chunk.generation_id
-            if chunk.content:
-                parts.append(chunk.content)
-            if chunk.finish_reason:
-                out.finish_reason = chunk.finish_reason
-            if chunk.model:
-                out.model = chunk.model
-            if chunk.usage:
-                out.usage = chunk.usage
-        return "".join(parts)
+    def _error(run: _Run, error: ProtocolError) -> tuple[str, Payload]:
+        run.code = error.code.value
+        payload = {**run.base, **error.to_wire()}
+        if run.out.seq:  # it had started streaming: what the client should have
+            payload["last_seq"] = run.out.last_seq
+        return "error", payload
 
     @staticmethod
-    def _done(base: Payload, out: _Outcome, finish_reason: str) -> Payload:
-        reported = out.usage or {}
-        usage: Payload = {
-            "prompt_tokens": reported.get("prompt_tokens"),
-            "completion_tokens": reported.get("completion_tokens"),
-            "total_tokens": reported.get("total_tokens"),
-        }
-        if reported.get("cost") is not None:
-            usage["cost"] = reported["cost"]
-        return {**base, "finish_reason": finish_reason, "model": out.model, "usage": usage}
-
-
-@contextlib.asynccontextmanager
-async def _closing(stream: AsyncIterator[Any]) -> AsyncIterator[None]:
-    try:
-        yield
-    finally:
-        aclose = getattr(stream, "aclose", None)
-        if aclose is not None:
-            await aclose()
+    def _done(run: _Run, finish_reason: str) -> Payload:
+        return {**run.base, **run.out.done_fields(finish_reason)}
 
 
 def _deltas(batch: list[Chunk]) -> int:

@@ -8,37 +8,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol, TypeVar
-
-from pydantic import ValidationError
+from typing import Any, Protocol
 
 from auth.tokens import AuthError, TokenVerifier
+from events.core.admission import Admission, Payload, Requester, claimed_request_id, parse
 from events.core.connections import Connection
 from events.core.errors import ErrorCode, ProtocolError
-from events.core.models import (
-    REQUEST_ID_PATTERN,
-    CancelRequest,
-    ChatRequest,
-    Inbound,
-    RefreshRequest,
-    ResumeRequest,
-    validation_details,
-    within_budget,
-)
-from events.core.pipeline import ChatPipeline, OnFinish, Payload, Requester, Sink
+from events.core.models import CancelRequest, ChatRequest, RefreshRequest, ResumeRequest
+from events.core.pipeline import ChatPipeline, OnFinish, Sink
 from services.generations import GenerationRegistry, StopReason
 from services.storage.bus import LocalBus, NodeBus
 from services.storage.streamlog import StreamLog, StreamLost, StreamMeta, stream_key
 
 logger = logging.getLogger(__name__)
-
-_REQUEST_ID = re.compile(REQUEST_ID_PATTERN)
-_MAX_EVENT_VALUES = 64  # cancel, resume, refresh, join, leave hold a few scalars
-
-M = TypeVar("M", bound=Inbound)
 
 ChatHook = Callable[
     [Connection, ChatRequest], Awaitable[tuple[list[Payload] | None, OnFinish | None]]
@@ -68,33 +52,11 @@ def _code(exc: Exception) -> str:
     return exc.code.value if isinstance(exc, ProtocolError) else ErrorCode.INTERNAL.value
 
 
-def parse(model: type[M], data: Any) -> M:
-    """Validate an inbound payload; ``invalid_payload`` with field details if it fails."""
-    if not isinstance(data, dict):
-        raise ProtocolError(ErrorCode.INVALID_PAYLOAD, "The payload must be a JSON object.")
-    if not within_budget(data, _MAX_EVENT_VALUES):
-        raise ProtocolError(ErrorCode.INVALID_PAYLOAD, "The payload has too many fields.")
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        raise ProtocolError(
-            ErrorCode.INVALID_PAYLOAD, "The payload is invalid.", details=validation_details(exc)
-        ) from None
-
-
-def claimed_request_id(data: Any) -> str | None:
-    """The ``request_id`` a refused payload named, when it is a valid one."""
-    if isinstance(data, dict):
-        rid = data.get("request_id")
-        if isinstance(rid, str) and _REQUEST_ID.match(rid):
-            return rid
-    return None
-
-
 class Relay:
     def __init__(
         self,
         pipeline: ChatPipeline,
+        admission: Admission,
         log: StreamLog,
         registry: GenerationRegistry,
         verifier: TokenVerifier,
@@ -105,6 +67,7 @@ class Relay:
     ) -> None:
         self.observer: RelayObserver = observer or _NoObserver()
         self.pipeline = pipeline
+        self.admission = admission
         self.log = log
         self.registry = registry
         self.verifier = verifier
@@ -125,9 +88,22 @@ class Relay:
         """Take commands from other nodes (cancel, attach…) for generations running here."""
         await self.bus.start(self._command)
 
-    async def chat(self, conn: Connection, data: Any, sink: Sink, size: int | None = None) -> str:
+    async def chat(
+        self,
+        conn: Connection,
+        data: Any,
+        sink: Sink,
+        size: int | None = None,
+        *,
+        rooms: bool = True,
+    ) -> str:
+        """Admit a ``chat`` payload and start it; its ``request_id``, or ``ProtocolError``.
+
+        ``size``: the frame's size when the transport knows it; ``rooms``: whether the
+        transport offers rooms (else ``room`` is ``invalid_payload``).
+        """
         try:
-            return await self._chat(conn, data, sink, size)
+            return await self._chat(conn, data, sink, size, rooms)
         except Exception as exc:
             code = _code(exc)
             self.observer.rejected(conn.transport, code)
@@ -147,19 +123,26 @@ class Relay:
             )
             raise
 
-    async def _chat(self, conn: Connection, data: Any, sink: Sink, size: int | None) -> str:
-        req = self.pipeline.parse(data, size)
-        messages: list[Payload] | None = None
-        on_finish: OnFinish | None = None
-        if req.room is not None:
-            if req.room not in conn.rooms:
-                raise ProtocolError(ErrorCode.FORBIDDEN, "Join the room before chatting in it.")
-            if self.room_hook is not None:
+    async def _chat(
+        self, conn: Connection, data: Any, sink: Sink, size: int | None, rooms: bool
+    ) -> str:
+        admission = self.admission
+        req = admission.validate(data, size, rooms=rooms)
+        if not self.pipeline.accepting:  # before any claim (a rate-limit hit is one)
+            raise ProtocolError(ErrorCode.SERVER_SHUTDOWN, "The server is not accepting requests.")
+        admission.check_room(req, conn.rooms.__contains__)
+        ticket = await admission.claim(Requester(conn.identity, conn.conn_id, conn.transport), req)
+        try:
+            messages: list[Payload] | None = None
+            on_finish: OnFinish | None = None
+            if req.room is not None and self.room_hook is not None:
                 messages, on_finish = await self.room_hook(conn, req)
-        who = Requester(conn.identity, conn.conn_id, conn.transport)
-        request_id = await self.pipeline.accept(
-            who, req, sink, messages=messages, on_finish=on_finish
-        )
+            body = admission.upstream_body(data, conn.identity.sub, messages)
+            request_id = await self.pipeline.start(ticket, req.room, body, sink, on_finish)
+        except BaseException:
+            if not ticket.settled:
+                await admission.release(ticket)
+            raise
         if conn.closed:  # the connection went away while the request was being accepted
             self.connection_closed(conn, deliberate=conn.closed_deliberately)
         return request_id
@@ -273,9 +256,13 @@ class Relay:
         """
 
         async def run() -> None:
+            seen = last_seq  # the client has every stream event up to this seq
             try:
                 async for event, payload in self.log.tail(meta.key, last_seq):
                     await deliver(event, payload)
+                    seq = payload.get("seq")
+                    if isinstance(seq, int):
+                        seen = seq
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -283,7 +270,7 @@ class Relay:
                     logger.warning("replay of %s: stream %s", meta.request_id, exc.reason)
                 else:
                     logger.exception("replay of %s failed", meta.request_id)
-                await deliver("error", self._lost_event(meta, exc))
+                await deliver("error", self._lost_event(meta, exc, seen))
             finally:
                 if self._replays.get(conn.conn_id, {}).get(meta.key) is task:
                     del self._replays[conn.conn_id][meta.key]
@@ -305,7 +292,7 @@ class Relay:
         task.add_done_callback(self._tasks.discard)
 
     @staticmethod
-    def _lost_event(meta: StreamMeta, exc: Exception) -> Payload:
+    def _lost_event(meta: StreamMeta, exc: Exception, last_seq: int) -> Payload:
         if isinstance(exc, StreamLost) and exc.reason == "orphaned":
             error = ProtocolError(ErrorCode.SERVER_SHUTDOWN, "The server running it stopped.")
         elif isinstance(exc, StreamLost):
@@ -313,6 +300,8 @@ class Relay:
         else:
             error = ProtocolError(ErrorCode.INTERNAL, "Internal error.")
         event: Payload = {"request_id": meta.request_id, **error.to_wire()}
+        if last_seq >= 0:
+            event["last_seq"] = last_seq
         if meta.room is not None:
             event["room"] = meta.room
         return event

@@ -20,11 +20,11 @@ from collections.abc import Mapping
 from typing import Any, Protocol
 
 from auth.tokens import Identity
+from events.core.admission import parse
 from events.core.connections import Connection, Connections
 from events.core.errors import ErrorCode, ProtocolError
 from events.core.models import ChatRequest, RoomRequest
 from events.core.pipeline import OnFinish, Payload
-from events.core.relay import parse
 from services.storage.rooms import (
     ASSISTANT_ID,
     LocalConnection,

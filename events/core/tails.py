@@ -22,7 +22,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-STREAM_EVENTS = frozenset({"token", "done", "error"})
+STREAM_EVENTS = frozenset({"token", "reasoning", "tool_call", "done", "error"})
 TERMINAL_EVENTS = frozenset({"done", "error"})
 LINGER_S = 5.0
 

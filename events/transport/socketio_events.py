@@ -13,11 +13,12 @@ import socketio
 from auth.authenticator import Authenticator
 from auth.origins import log_refusal
 from auth.tokens import AuthError, bearer_token
+from events.core.admission import refusal
 from events.core.connections import Connection, Connections
 from events.core.errors import ErrorCode, ProtocolError, to_protocol_error
 from events.core.extension import EventContext, EventSpec
 from events.core.pipeline import Payload
-from events.core.relay import Relay, claimed_request_id
+from events.core.relay import Relay
 from events.core.rooms import RoomEvents, room_channel
 from events.core.tails import TailRegistry
 from events.transport.internals.socketio_server import RESERVED_EVENTS
@@ -186,11 +187,7 @@ class SocketIOEvents:
             request_id = await self.relay.chat(conn, data, sink)
             self.tails.forget(request_id, room)  # a new request: old replays' skips end
         except Exception as exc:
-            error = to_protocol_error(exc).to_wire()
-            event = dict(error)
-            request_id_claimed = claimed_request_id(data)
-            if request_id_claimed is not None:
-                event["request_id"] = request_id_claimed
+            error, event = refusal(exc, data)
             await self.sio.emit("error", event, to=conn.conn_id)
             return {"ok": False, "error": error}
         return {"ok": True, "request_id": request_id}

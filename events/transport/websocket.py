@@ -19,10 +19,11 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from auth.authenticator import Authenticator
 from auth.origins import OriginPolicy, log_refusal
 from auth.tokens import AuthError, bearer_token
+from events.core.admission import refusal
 from events.core.connections import Connection, Connections
-from events.core.errors import ErrorCode, ProtocolError, to_protocol_error
+from events.core.errors import ErrorCode, ProtocolError
 from events.core.pipeline import Payload
-from events.core.relay import Relay, claimed_request_id
+from events.core.relay import Relay
 from events.core.tails import TailRegistry
 from services.storage.limits import ConnectionCounter
 from services.storage.streamlog import StreamMeta
@@ -35,6 +36,7 @@ CLOSE_FORBIDDEN = 4403
 CLOSE_RATE_LIMITED = 4429
 CLOSE_SERVICE_RESTART = 1012
 _DELIBERATE_CLOSE = frozenset({1000, 1001})
+_DELTA_EVENTS = frozenset({"token", "reasoning", "tool_call"})
 _SELF = "self"  # this socket, in its sink's TailRegistry
 
 
@@ -63,8 +65,8 @@ class WebSocketSink:
     async def emit(self, event: str, payload: Payload) -> None:
         if self.tails and self.tails.skip(event, payload, None):
             return  # a replay from the log delivers it
-        if event == "token" and self.wants_raw:
-            return
+        if self.wants_raw and event in _DELTA_EVENTS:
+            return  # the completion frames carry them
         await self.send({"type": event, **payload})
 
     async def raw(self, chunks: list[Payload]) -> None:
@@ -196,13 +198,7 @@ class WebSocketEndpoint:
                 ) from None
             kind = data.pop("type", "chat") if isinstance(data, dict) else "chat"
             if kind == "chat":
-                if isinstance(data, dict) and "room" in data:
-                    raise ProtocolError(
-                        ErrorCode.INVALID_PAYLOAD,
-                        "Rooms are not available on the raw WebSocket endpoint.",
-                        details=[{"field": "room", "message": "not allowed here"}],
-                    )
-                accepted = await self.relay.chat(conn, data, sink, len(text))
+                accepted = await self.relay.chat(conn, data, sink, len(text), rooms=False)
                 sink.tails.forget(accepted, None)
             elif kind == "cancel":
                 await self.relay.cancel(conn, data)
@@ -222,9 +218,5 @@ class WebSocketEndpoint:
                     ],
                 )
         except Exception as exc:
-            error = to_protocol_error(exc).to_wire()
-            frame = {"type": "error", **error}
-            request_id = claimed_request_id(data)
-            if request_id is not None:
-                frame["request_id"] = request_id
-            await sink.send(frame)
+            _, event = refusal(exc, data)
+            await sink.send({"type": "error", **event})

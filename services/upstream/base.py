@@ -3,14 +3,30 @@
 ``Upstream.stream`` yields the chunks of one completion, one list per network read (or per
 coalescing window), and raises ``UpstreamError`` for every failure; retries happen inside,
 only before anything was yielded.  ``Chunk`` is one parsed ``chat.completion.chunk``.
+
+The body given to ``stream`` holds the request's fields as the client sent them plus
+``model`` and ``user``; the upstream adds ``stream`` and the usage flags of its ``dialect``.
+In the ``openai`` dialect the fields of ``OPENROUTER_ONLY_FIELDS`` are never sent (the
+relay core refuses them first, with ``invalid_payload``).
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Protocol
+
+
+class Dialect(StrEnum):
+    """``UPSTREAM_DIALECT``: which request fields the upstream understands."""
+
+    OPENROUTER = "openrouter"  # OpenRouter: its routing fields and usage: {include: true}
+    OPENAI = "openai"  # a plain OpenAI-compatible server (vLLM, Ollama, LiteLLM)
+
+
+# Request fields only OpenRouter knows: refused (and never sent) in the openai dialect.
+OPENROUTER_ONLY_FIELDS = frozenset({"models", "provider", "transforms", "plugins", "usage"})
 
 
 class UpstreamFailure(StrEnum):
@@ -67,6 +83,21 @@ class Chunk:
     provider: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class ModelInfo:
+    """One model a client may pick (``GET /models``)."""
+
+    id: str
+    name: str
+
+    def to_wire(self) -> dict[str, str]:
+        return {"id": self.id, "name": self.name}
+
+
+class ModelListError(Exception):
+    """The upstream's model list could not be fetched or read."""
+
+
 class Upstream(Protocol):
     """An OpenAI-compatible streaming completion source, opened and closed with the app."""
 
@@ -75,10 +106,21 @@ class Upstream(Protocol):
         """Whether it can answer at all (an API key is set); readiness reports it."""
         ...
 
+    @property
+    def dialect(self) -> Dialect:
+        """Which request fields it understands (``OPENROUTER_ONLY_FIELDS`` or not)."""
+        ...
+
+    async def list_models(self) -> list[ModelInfo]:
+        """The models it serves (``GET /models``); raises ``ModelListError``."""
+        ...
+
     async def start(self) -> None: ...
 
     async def aclose(self) -> None: ...
 
     def stream(
         self, body: dict[str, Any], *, gather_s: float = 0.0
-    ) -> AsyncIterator[list[Chunk]]: ...
+    ) -> AsyncGenerator[list[Chunk], None]:
+        """An async generator: close it (``contextlib.aclosing``) to stop the upstream at once."""
+        ...

@@ -1,11 +1,12 @@
 """The list of models a client may pick: the allowlist, or the upstream's ``/models``, cached.
 
 With ``ALLOWED_MODELS`` set, the list is the allowlist and the upstream is never asked.
-Otherwise the upstream's ``GET {base_url}/models`` (OpenRouter and most OpenAI-compatible
-servers have it) is fetched through the application's aiohttp session at most once per
-``ttl_s``; concurrent callers share one fetch, and a failed fetch is retried no sooner
-than ``failure_ttl_s`` later (the last good list, or the default model alone, is served
-meanwhile). The default model is always in the list, first.
+Otherwise the upstream's list (``Upstream.list_models``: ``GET {base_url}/models`` for
+OpenRouter and most OpenAI-compatible servers, the simulator's own models in demo mode)
+is fetched at most once per ``ttl_s``; concurrent callers share one fetch, and a failed
+fetch is retried no sooner than ``failure_ttl_s`` later (the last good list, or the default
+model alone, is served meanwhile). The default model is always in the list, first (the
+server refuses to start with an allowlist that does not allow it).
 """
 
 from __future__ import annotations
@@ -20,6 +21,17 @@ from typing import Any, Literal
 import aiohttp
 import orjson
 
+from services.upstream.base import ModelInfo, ModelListError
+
+__all__ = [
+    "ModelCatalog",
+    "ModelInfo",
+    "ModelList",
+    "ModelListError",
+    "fetch_model_list",
+    "parse_model_list",
+]
+
 logger = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 16 * 1024 * 1024  # OpenRouter's list with descriptions is about 1 MB
@@ -27,15 +39,6 @@ MAX_MODELS = 5000
 _MAX_ID_CHARS = 200
 
 Source = Literal["allowlist", "upstream", "default"]
-
-
-@dataclass(frozen=True, slots=True)
-class ModelInfo:
-    id: str
-    name: str
-
-    def to_wire(self) -> dict[str, str]:
-        return {"id": self.id, "name": self.name}
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,10 +53,6 @@ class ModelList:
             "models": [m.to_wire() for m in self.models],
             "source": self.source,
         }
-
-
-class ModelListError(Exception):
-    """The upstream's model list could not be fetched or read."""
 
 
 Fetch = Callable[[], Awaitable[list[ModelInfo]]]
@@ -85,39 +84,21 @@ def parse_model_list(body: bytes) -> list[ModelInfo]:
     return out
 
 
-def upstream_fetch(
-    session: aiohttp.ClientSession,
-    base_url: str,
-    api_key: str | None,
-    *,
-    timeout_s: float = 10,
-    app_url: str = "",
-    app_title: str = "",
-) -> Fetch:
-    """A ``Fetch`` that reads ``GET {base_url}/models`` through ``session``."""
-    url = f"{base_url.rstrip('/')}/models"
-    headers = {"Accept": "application/json"}
-    if api_key:
-        headers["Authorization"] = f"Bearer {api_key}"
-    if app_url:
-        headers["HTTP-Referer"] = app_url
-    if app_title:
-        headers["X-Title"] = app_title
-    timeout = aiohttp.ClientTimeout(total=timeout_s)
-
-    async def fetch() -> list[ModelInfo]:
-        try:
-            async with session.get(url, headers=headers, timeout=timeout) as resp:
-                if resp.status != 200:
-                    raise ModelListError(f"the upstream answered HTTP {resp.status}")
-                body = await resp.content.read(MAX_BODY_BYTES + 1)
-        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-            raise ModelListError(f"the upstream is unreachable ({type(exc).__name__})") from exc
-        if len(body) > MAX_BODY_BYTES:
-            raise ModelListError("the model list is too large")
-        return parse_model_list(body)
-
-    return fetch
+async def fetch_model_list(
+    session: aiohttp.ClientSession, url: str, headers: dict[str, str], timeout_s: float
+) -> list[ModelInfo]:
+    """``GET url`` through ``session`` → its models; raises ``ModelListError``."""
+    try:
+        timeout = aiohttp.ClientTimeout(total=timeout_s)
+        async with session.get(url, headers=headers, timeout=timeout) as resp:
+            if resp.status != 200:
+                raise ModelListError(f"the upstream answered HTTP {resp.status}")
+            body = await resp.content.read(MAX_BODY_BYTES + 1)
+    except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+        raise ModelListError(f"the upstream is unreachable ({type(exc).__name__})") from exc
+    if len(body) > MAX_BODY_BYTES:
+        raise ModelListError("the model list is too large")
+    return parse_model_list(body)
 
 
 class ModelCatalog:
@@ -149,8 +130,7 @@ class ModelCatalog:
 
     async def list(self) -> ModelList:
         if self._allowed:
-            # The default model is listed even when the allowlist omits it: a request
-            # without a model uses it, so the picker must be able to show it.
+            # The default model is allowed (checked at start-up) and listed first.
             models = [ModelInfo(m, m) for m in self._allowed]
             return self._with_default(models, "allowlist")
         if self._fetch is None:

@@ -1,27 +1,49 @@
-"""Local model simulator for demo mode: an OpenAI-compatible endpoint with canned answers.
+"""Local model simulator for demo mode: an ``Upstream`` with canned answers, in process.
 
-It speaks OpenRouter's wire format (``POST /api/v1/chat/completions``, streaming SSE or
-plain JSON, and ``GET /api/v1/models``) so the relay runs unchanged against it. Every
-answer says plainly that no real model is connected.
+It serves three models, each saying plainly that no real model is connected:
+
+- ``local/simulator``: the answer text, streamed word by word;
+- ``local/simulator-reasoning``: a short reasoning (``delta.reasoning`` with its
+  ``reasoning_details``), then the answer;
+- ``local/simulator-tools``: with ``tools`` in the request and no tool result yet, a call of
+  the first tool (``get_weather`` when offered), its arguments streamed in pieces and
+  ``finish_reason: "tool_calls"``; after a ``tool`` message, an answer that uses the result.
+
+Every chunk is built as OpenRouter's wire format and read by the same parser as the real
+client's (so ``?format=completion`` clients see real-looking chunks).  Other model names
+are refused like an upstream 400.
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
-import json
-import logging
 import re
 import time
+from collections.abc import AsyncGenerator, Iterator
 from typing import Any
 
-from aiohttp import web
+import orjson
 
-logger = logging.getLogger(__name__)
+from services.upstream.base import Chunk, Dialect, ModelInfo, UpstreamError, UpstreamFailure
+from services.upstream.chunks import parse_chunk
+from services.upstream.failures import TEXT
 
 SIMULATOR_MODEL = "local/simulator"
+REASONING_MODEL = "local/simulator-reasoning"
+TOOLS_MODEL = "local/simulator-tools"
+SIMULATOR_MODELS = (
+    ModelInfo(SIMULATOR_MODEL, "Local simulator (demo, no real model)"),
+    ModelInfo(REASONING_MODEL, "Local simulator with reasoning (demo)"),
+    ModelInfo(TOOLS_MODEL, "Local simulator with tool calls (demo)"),
+)
+SIMULATOR_MODEL_IDS = tuple(m.id for m in SIMULATOR_MODELS)
+PROVIDER = "Local simulator"
+
 _SNIPPET_CHARS = 200
+_ARGUMENT_PIECE_CHARS = 8
 _WORD = re.compile(r"\s*\S+\s*")
+_PLACE = re.compile(r"\b(?:in|at|for)\s+([A-Z][\w.'-]*(?:[ ,]+[A-Z][\w.'-]*)*)")
 
 _BODY = """
 
@@ -34,15 +56,32 @@ I'm here to show how the relay works:
 
 To talk to a real model, set `OPENROUTER_API_KEY` and start the server without `--demo`."""
 
+_REASONING = (
+    "The user wrote: “{said}”. I am the local simulator, so I cannot really think about it. "
+    "What I can do is show how reasoning streams: these words arrive as `reasoning` events, "
+    "before the answer, and a page may show them in a collapsible block."
+)
+_NO_TOOLS = (
+    "(local simulator — no real model is connected) This model calls tools, but the request "
+    "offered none. Send `tools` with a function such as `get_weather` and I will call it."
+)
+_TOOL_RESULT = (
+    "(local simulator — no real model is connected) The tool `{name}` answered: “{result}”. "
+    "A real model would now use that result to answer you."
+)
+
 
 def reply_text(user_text: str) -> str:
     """The simulator's answer to ``user_text``."""
-    said = " ".join(user_text.split())
-    if len(said) > _SNIPPET_CHARS:
-        said = said[: _SNIPPET_CHARS - 1].rstrip() + "…"
+    said = _snippet(user_text)
     opening = "(local simulator — no real model is connected) "
     opening += f"You said: “{said}”." if said else "You sent an empty message."
     return opening + _BODY
+
+
+def reasoning_text(user_text: str) -> str:
+    """The reasoning ``local/simulator-reasoning`` streams before its answer."""
+    return _REASONING.format(said=_snippet(user_text) or "(nothing)")
 
 
 def split_words(text: str) -> list[str]:
@@ -50,134 +89,192 @@ def split_words(text: str) -> list[str]:
     return _WORD.findall(text) or ([text] if text else [])
 
 
-def _last_user_text(body: dict[str, Any]) -> str:
-    messages = body.get("messages")
-    for msg in reversed(messages if isinstance(messages, list) else []):
-        if isinstance(msg, dict) and msg.get("role") == "user":
-            content = msg.get("content")
-            if isinstance(content, str):
-                return content
-            if isinstance(content, list):
-                return " ".join(
-                    str(part.get("text", ""))
-                    for part in content
-                    if isinstance(part, dict) and part.get("type") == "text"
-                )
+def place_in(text: str) -> str:
+    """The place a weather question names (``"… in Lyon?"`` → ``"Lyon"``), else the text."""
+    match = _PLACE.search(text)
+    return match.group(1).strip(" ,") if match else _snippet(text) or "Paris"
+
+
+def _snippet(text: str) -> str:
+    said = " ".join(text.split())
+    if len(said) > _SNIPPET_CHARS:
+        said = said[: _SNIPPET_CHARS - 1].rstrip() + "…"
+    return said
+
+
+def _text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return " ".join(
+            str(part.get("text", ""))
+            for part in content
+            if isinstance(part, dict) and part.get("type") == "text"
+        )
     return ""
 
 
-def _sse(obj: dict[str, Any] | str) -> bytes:
-    data = obj if isinstance(obj, str) else json.dumps(obj, ensure_ascii=False)
-    return f"data: {data}\n\n".encode()
+def _messages(body: dict[str, Any]) -> list[dict[str, Any]]:
+    messages = body.get("messages")
+    return [m for m in messages if isinstance(m, dict)] if isinstance(messages, list) else []
 
 
-def _error(status: int, message: str) -> web.Response:
-    return web.json_response({"error": {"code": status, "message": message}}, status=status)
+def _last_user_text(messages: list[dict[str, Any]]) -> str:
+    for msg in reversed(messages):
+        if msg.get("role") == "user":
+            return _text(msg.get("content"))
+    return ""
+
+
+def _tool_names(body: dict[str, Any]) -> list[str]:
+    tools = body.get("tools")
+    names = []
+    for tool in tools if isinstance(tools, list) else []:
+        function = tool.get("function") if isinstance(tool, dict) else None
+        name = function.get("name") if isinstance(function, dict) else None
+        if isinstance(name, str) and name:
+            names.append(name)
+    return names
+
+
+def _called_name(messages: list[dict[str, Any]], call_id: Any) -> str:
+    for msg in messages:
+        for call in msg.get("tool_calls") or []:
+            if isinstance(call, dict) and call.get("id") == call_id:
+                function = call.get("function")
+                if isinstance(function, dict) and isinstance(function.get("name"), str):
+                    return str(function["name"])
+    return "tool"
 
 
 class Simulator:
-    """Serves the simulated model until :meth:`stop`."""
+    """The demo ``Upstream``: no network, no key; see the module docstring."""
 
-    def __init__(
-        self, *, host: str = "127.0.0.1", port: int = 0, token_delay_s: float = 0.03
-    ) -> None:
-        self._host = host
-        self._port = port
+    def __init__(self, *, token_delay_s: float = 0.03) -> None:
         self._token_delay_s = token_delay_s
-        self._runner: web.AppRunner | None = None
         self._ids = itertools.count(1)
-        self.base_url = ""
 
-    async def start(self) -> str:
-        """Start serving; returns the base URL, e.g. ``http://127.0.0.1:PORT/api/v1``."""
-        app = web.Application()
-        app.router.add_post("/api/v1/chat/completions", self._chat)
-        app.router.add_get("/api/v1/models", self._models)
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
-        await runner.setup()
-        await web.TCPSite(runner, self._host, self._port).start()
-        self._runner = runner
-        host, port = runner.addresses[0][:2]
-        if ":" in host:
-            host = f"[{host}]"
-        self.base_url = f"http://{host}:{port}/api/v1"
-        logger.info("local model simulator listening at %s", self.base_url)
-        return self.base_url
+    @property
+    def configured(self) -> bool:
+        return True
 
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+    @property
+    def dialect(self) -> Dialect:
+        return Dialect.OPENROUTER
 
-    async def _models(self, request: web.Request) -> web.Response:
-        model = {
-            "id": SIMULATOR_MODEL,
-            "name": "Local simulator (demo, no real model)",
-            "created": 0,
-            "description": "Canned answers streamed locally; no model is connected.",
-            "context_length": 8192,
-            "pricing": {"prompt": "0", "completion": "0"},
-        }
-        return web.json_response({"data": [model]})
+    async def start(self) -> None:
+        pass
 
-    async def _chat(self, request: web.Request) -> web.StreamResponse:
-        try:
-            body = await request.json()
-        except ValueError:
-            return _error(400, "Request body is not valid JSON")
-        if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
-            return _error(400, "Request body needs a 'messages' list")
-        text = reply_text(_last_user_text(body))
+    async def aclose(self) -> None:
+        pass
+
+    async def list_models(self) -> list[ModelInfo]:
+        return list(SIMULATOR_MODELS)
+
+    async def stream(
+        self, body: dict[str, Any], *, gather_s: float = 0.0
+    ) -> AsyncGenerator[list[Chunk], None]:
+        model = body.get("model") or SIMULATOR_MODEL
+        if model not in SIMULATOR_MODEL_IDS:
+            kind = UpstreamFailure.BAD_REQUEST
+            raise UpstreamError(kind, TEXT[kind], status=400)
+        wire = _Wire(f"gen-sim-{next(self._ids)}", str(model))
+        for i, raw in enumerate(self._script(wire, body)):
+            if i and self._token_delay_s > 0:
+                await asyncio.sleep(self._token_delay_s)
+            yield [parse_chunk(orjson.dumps(raw))]
+
+    def _script(self, wire: _Wire, body: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        messages = _messages(body)
+        user_text = _last_user_text(messages)
+        prompt = sum(len(_text(m.get("content")).split()) for m in messages)
+        reasoning: list[str] = []
+        if wire.model == REASONING_MODEL:
+            reasoning = split_words(reasoning_text(user_text))
+            for word in reasoning:
+                detail = {"type": "reasoning.text", "text": word, "index": 0, "format": "unknown"}
+                yield wire.delta({"reasoning": word, "reasoning_details": [detail]})
+        if wire.model == TOOLS_MODEL:
+            yield from self._tools(wire, body, messages, user_text, prompt)
+            return
+        words = split_words(reply_text(user_text))
+        for word in words:
+            yield wire.delta({"content": word})
+        yield wire.finish("stop")
+        yield wire.usage(prompt, len(words) + len(reasoning), len(reasoning))
+
+    def _tools(
+        self,
+        wire: _Wire,
+        body: dict[str, Any],
+        messages: list[dict[str, Any]],
+        user_text: str,
+        prompt: int,
+    ) -> Iterator[dict[str, Any]]:
+        last = messages[-1] if messages else {}
+        names = _tool_names(body)
+        if last.get("role") == "tool":
+            name = _called_name(messages, last.get("tool_call_id"))
+            text = _TOOL_RESULT.format(name=name, result=_snippet(_text(last.get("content"))))
+        elif names:
+            name = "get_weather" if "get_weather" in names else names[0]
+            arguments = orjson.dumps({"location": place_in(user_text)}).decode()
+            pieces = [
+                arguments[i : i + _ARGUMENT_PIECE_CHARS]
+                for i in range(0, len(arguments), _ARGUMENT_PIECE_CHARS)
+            ]
+            call_id = f"call_{wire.gen_id.removeprefix('gen-')}"
+            function = {"name": name, "arguments": ""}
+            head = {"index": 0, "id": call_id, "type": "function", "function": function}
+            yield wire.delta({"tool_calls": [head]})
+            for piece in pieces:
+                yield wire.delta({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]})
+            yield wire.finish("tool_calls")
+            yield wire.usage(prompt, len(pieces) + 1, 0)
+            return
+        else:
+            text = _NO_TOOLS
         words = split_words(text)
-        model = body.get("model") if isinstance(body.get("model"), str) else SIMULATOR_MODEL
-        base = {
-            "id": f"gen-sim-{next(self._ids)}",
+        for word in words:
+            yield wire.delta({"content": word})
+        yield wire.finish("stop")
+        yield wire.usage(prompt, len(words), 0)
+
+
+class _Wire:
+    """The chunks of one simulated generation, in OpenRouter's shape."""
+
+    def __init__(self, gen_id: str, model: str) -> None:
+        self.gen_id = gen_id
+        self.model = model
+        self._base = {
+            "id": gen_id,
+            "object": "chat.completion.chunk",
             "created": int(time.time()),
             "model": model,
-            "provider": "Local simulator",
+            "provider": PROVIDER,
         }
-        messages = [m for m in body["messages"] if isinstance(m, dict)]
-        prompt = sum(len(str(m.get("content", "")).split()) for m in messages)
-        usage = {
+
+    def delta(self, delta: dict[str, Any]) -> dict[str, Any]:
+        choice = {"index": 0, "delta": {"role": "assistant", **delta}, "finish_reason": None}
+        return {**self._base, "choices": [choice]}
+
+    def finish(self, reason: str) -> dict[str, Any]:
+        choice = {
+            "index": 0,
+            "delta": {"role": "assistant", "content": ""},
+            "finish_reason": reason,
+            "native_finish_reason": reason,
+        }
+        return {**self._base, "choices": [choice]}
+
+    def usage(self, prompt: int, completion: int, reasoning: int) -> dict[str, Any]:
+        usage: dict[str, Any] = {
             "prompt_tokens": prompt,
-            "completion_tokens": len(words),
-            "total_tokens": prompt + len(words),
+            "completion_tokens": completion,
+            "total_tokens": prompt + completion,
             "cost": 0,
+            "prompt_tokens_details": {"cached_tokens": 0},
+            "completion_tokens_details": {"reasoning_tokens": reasoning},
         }
-        if body.get("stream") is not True:
-            message = {"role": "assistant", "content": text}
-            choice = {"index": 0, "message": message, "finish_reason": "stop"}
-            return web.json_response(
-                {**base, "object": "chat.completion", "choices": [choice], "usage": usage}
-            )
-        return await self._stream(request, base, words, usage)
-
-    async def _stream(
-        self,
-        request: web.Request,
-        base: dict[str, Any],
-        words: list[str],
-        usage: dict[str, Any],
-    ) -> web.StreamResponse:
-        base = {**base, "object": "chat.completion.chunk"}
-
-        def chunk(content: str, finish: str | None = None) -> dict[str, Any]:
-            delta = {"role": "assistant", "content": content}
-            choice = {"index": 0, "delta": delta, "finish_reason": finish}
-            return {**base, "choices": [{**choice, "native_finish_reason": finish}]}
-
-        resp = web.StreamResponse(
-            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
-        )
-        try:
-            await resp.prepare(request)
-            for i, word in enumerate(words):
-                if i and self._token_delay_s > 0:
-                    await asyncio.sleep(self._token_delay_s)
-                await resp.write(_sse(chunk(word)))
-            await resp.write(_sse(chunk("", "stop")))
-            await resp.write(_sse({**base, "choices": [], "usage": usage}))
-            await resp.write(_sse("[DONE]"))
-        except ConnectionResetError:
-            logger.debug("simulator: client closed %s early", base["id"])
-        return resp
+        return {**self._base, "choices": [], "usage": usage}

@@ -1,6 +1,6 @@
 """OpenTelemetry spans around upstream calls (off unless ``TRACING=true``).
 
-``TracedUpstreamClient`` is the upstream client with one CLIENT span per completion
+``TracedUpstream`` wraps any ``Upstream`` with one CLIENT span per completion
 (GenAI semantic conventions: ``chat <model>``): the requested and answering model, the
 finish reason, token usage, the time to the first token (an event), and on failure the
 error kind and HTTP status.  ``request_id`` and ``user_id`` come from the log context the
@@ -13,24 +13,44 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncGenerator
+from contextlib import aclosing
 from typing import Any
-from urllib.parse import urlsplit
 
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from services import log_context
-from services.upstream.base import Chunk, UpstreamError
-from services.upstream.client import UpstreamClient
+from services.upstream.base import Chunk, Dialect, ModelInfo, Upstream, UpstreamError
 
 TRACER_NAME = "llm-relay"
 
 
-class TracedUpstreamClient(UpstreamClient):
-    def __init__(self, *args: Any, tracer: trace.Tracer | None = None, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+class TracedUpstream:
+    """``inner`` with spans; ``server_address`` names the upstream host in them."""
+
+    def __init__(
+        self, inner: Upstream, *, server_address: str, tracer: trace.Tracer | None = None
+    ) -> None:
+        self._inner = inner
         self._tracer = tracer or trace.get_tracer(TRACER_NAME)
-        self._server = urlsplit(self._url).hostname or ""
+        self._server = server_address
+
+    @property
+    def configured(self) -> bool:
+        return self._inner.configured
+
+    @property
+    def dialect(self) -> Dialect:
+        return self._inner.dialect
+
+    async def list_models(self) -> list[ModelInfo]:
+        return await self._inner.list_models()
+
+    async def start(self) -> None:
+        await self._inner.start()
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
 
     async def stream(
         self, body: dict[str, Any], *, gather_s: float = 0.0
@@ -47,18 +67,19 @@ class TracedUpstreamClient(UpstreamClient):
         first = True
         finish: str | None = None
         try:
-            async for batch in super().stream(body, gather_s=gather_s):
-                if first:
-                    span.add_event("first_chunk")
-                    first = False
-                for chunk in batch:
-                    if chunk.model:
-                        span.set_attribute("gen_ai.response.model", chunk.model)
-                    if chunk.finish_reason:
-                        finish = chunk.finish_reason
-                    if chunk.usage:
-                        _usage(span, chunk.usage)
-                yield batch
+            async with aclosing(self._inner.stream(body, gather_s=gather_s)) as batches:
+                async for batch in batches:
+                    if first:
+                        span.add_event("first_chunk")
+                        first = False
+                    for chunk in batch:
+                        if chunk.model:
+                            span.set_attribute("gen_ai.response.model", chunk.model)
+                        if chunk.finish_reason:
+                            finish = chunk.finish_reason
+                        if chunk.usage:
+                            _usage(span, chunk.usage)
+                    yield batch
         except UpstreamError as exc:
             span.set_attribute("error.type", exc.kind.value)
             if exc.status is not None:

@@ -28,7 +28,7 @@ RENDER = """async (inputs) => {
 
 ALLOWED_TAGS = {
     "p", "br", "strong", "em", "del", "code", "pre", "a", "ul", "ol", "li", "h3", "h4",
-    "h5", "h6", "blockquote", "hr", "table", "thead", "tbody", "tr", "th", "td", "div",
+    "h5", "h6", "blockquote", "hr", "table", "thead", "tbody", "tr", "th", "td", "div", "span",
 }  # fmt: skip
 ALLOWED_ATTRS = {"href", "target", "rel", "start", "data-lang", "tabindex", "class", "scope"}
 
@@ -49,6 +49,9 @@ VECTORS = [
     "![x](https://tracker.example/pixel.png)",
     '[<img src=x onerror="window.__xss=1">](https://ok.example/)',
     '```"><script>window.__xss=1</script>\ncode\n```',
+    # highlighted code: highlight.js output is copied as text and hljs spans only
+    '```html\n<img src=x onerror="window.__xss=1"><script>window.__xss=1</script>\n```',
+    "```python\nx = '</span><img src=x onerror=window.__xss=1>'  # <b>\n```",
     '| <b onclick="window.__xss=1">h</b> |\n|---|\n| <i>c</i> |',
     "**<iframe src=javascript:window.__xss=1>**",
     "https://ok.example/a?b=<script>",
@@ -95,7 +98,14 @@ async def test_common_markdown_renders(open_page: OpenPage) -> None:
             'rel="noopener noreferrer nofollow ugc">https://ok.example/x</a>.</p>'
         ),
         "\\*not italic\\*": "<p>*not italic*</p>",
-        "```js\nlet a = 1;\n```": '<pre tabindex="0"><code data-lang="js">let a = 1;</code></pre>',
+        "```js\nlet a = 1;\n```": (
+            '<pre tabindex="0"><code data-lang="js" class="hljs">'
+            '<span class="hljs-keyword">let</span> a = <span class="hljs-number">1</span>;'
+            "</code></pre>"
+        ),
+        "```nosuchlang\nlet a = 1;\n```": (
+            '<pre tabindex="0"><code data-lang="nosuchlang">let a = 1;</code></pre>'
+        ),
         "```\nstill streaming": '<pre tabindex="0"><code>still streaming</code></pre>',
         "---": "<hr>",
     }

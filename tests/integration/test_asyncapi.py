@@ -25,9 +25,18 @@ ROOT = Path(__file__).resolve().parents[2]
 SPEC = ROOT / "node_modules" / "@asyncapi" / "specs" / "schemas" / "3.0.0-without-$id.json"
 
 PROTOCOL_CLIENT_EVENTS = {"chat", "cancel", "join", "leave", "resume", "refresh"}
-PROTOCOL_SERVER_EVENTS = {"session", "token", "done", "error", "message", "presence"}
+PROTOCOL_SERVER_EVENTS = {
+    "session",
+    "token",
+    "reasoning",
+    "tool_call",
+    "done",
+    "error",
+    "message",
+    "presence",
+}
 RAW_CLIENT_FRAMES = {"chat", "cancel", "resume", "refresh"}  # events/transport/websocket.py
-RAW_SERVER_FRAMES = {"token", "done", "error", "completion", "refreshed"}
+RAW_SERVER_FRAMES = {"token", "reasoning", "tool_call", "done", "error", "completion", "refreshed"}
 
 
 async def get(srv: RunningServer, path: str) -> tuple[int, str, str]:

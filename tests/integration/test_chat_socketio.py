@@ -26,7 +26,7 @@ async def test_session_event_describes_user_and_limits(
     rec = await connected(server, recorders)
     session = await rec.wait_event("session")
     assert session["user"] == {"id": "alice", "name": "Alice"}
-    assert session["protocol"] == 1
+    assert session["protocol"] == 2
     assert session["limits"]["max_streams_per_connection"] == 4
     assert session["sid"] == rec.client.get_sid()
 

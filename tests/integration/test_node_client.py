@@ -15,7 +15,7 @@ import pytest
 from auth.users import UserStore
 from tests.harness import RunningServer, make_token, run_server
 from tests.upstream_double import UpstreamDouble
-from tests.upstream_scenarios import NORMAL_TEXT
+from tests.upstream_scenarios import NORMAL_TEXT, REASONING_TEXT
 
 pytestmark = pytest.mark.node
 
@@ -68,7 +68,7 @@ async def test_prints_the_streamed_answer(server: RunningServer) -> None:
     run = await node("--url", server.url, "--token", make_token("alice"), "Say hello")
     assert await run.finish() == 0, run.stderr
     assert run.stdout == NORMAL_TEXT + "\n"
-    assert "[stop, google/gemini-flash-1.5," in run.stderr
+    assert "[stop, openrouter/auto," in run.stderr
 
 
 async def test_logs_in_with_a_password_from_the_environment(
@@ -117,3 +117,25 @@ async def test_ctrl_c_cancels_and_closes_the_upstream(
     await upstream.wait_closed(rec, timeout=10)
     assert rec.closed_by_client
     assert not rec.completed
+
+
+async def test_reasoning_and_tool_calls_go_to_stderr(server: RunningServer) -> None:
+    token = make_token("alice")
+    run = await node(
+        "--url", server.url, "--token", token, "--model", "double/reasoning", "--reasoning", "Hi"
+    )
+    assert await run.finish() == 0, run.stderr
+    assert run.stdout == NORMAL_TEXT + "\n"  # the answer alone on stdout
+    assert f"\x1b[2m{REASONING_TEXT}\x1b[0m\n" in run.stderr  # the reasoning, dimmed
+
+    run = await node("--url", server.url, "--token", token, "--model", "double/reasoning", "Hi")
+    assert await run.finish() == 0, run.stderr
+    assert REASONING_TEXT not in run.stderr  # only with --reasoning
+
+    run = await node(
+        "--url", server.url, "--token", token, "--model", "double/tool_calls_parallel", "Hi"
+    )
+    assert await run.finish() == 0, run.stderr
+    assert '[tool call get_weather({"location": "Paris, FR"})]' in run.stderr
+    assert '[tool call get_time({"timezone": "Europe/Paris"})]' in run.stderr
+    assert "[tool_calls," in run.stderr

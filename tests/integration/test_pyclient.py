@@ -127,7 +127,9 @@ async def test_upstream_failures_raise_chat_error(
 async def test_refused_requests_raise_with_details(
     upstream: UpstreamDouble, settings_for: Callable[..., Any]
 ) -> None:
-    settings = settings_for(allowed_models="double/normal", rate_limit_per_minute=2)
+    settings = settings_for(
+        allowed_models="double/normal", default_model="double/normal", rate_limit_per_minute=2
+    )
     async with run_server(settings) as srv, client_for(srv) as client:
         with pytest.raises(ChatError) as bad_model:
             await client.complete("Hi", model="double/slow")

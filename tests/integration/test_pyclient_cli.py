@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shlex
 import signal
 import sys
 from collections.abc import Callable
@@ -13,7 +14,7 @@ from typing import Any
 
 from tests.harness import RunningServer, free_port, make_token, run_server
 from tests.upstream_double import UpstreamDouble
-from tests.upstream_scenarios import NORMAL_TEXT, SLOW_TEXT
+from tests.upstream_scenarios import MARKDOWN_TEXT, NORMAL_TEXT, SLOW_TEXT
 
 ENV_NAMES = ("LLM_RELAY_URL", "LLM_RELAY_TOKEN", "LLM_RELAY_PASSWORD", "LLM_RELAY_HISTORY")
 
@@ -220,3 +221,39 @@ async def test_user_and_password_log_in_via_auth_token(
         code, _out, err = await run_cli("--url", srv.url, "--user", "erin", "Hi", env=env)
         assert code == 3
         assert "unauthorized" in err
+
+
+async def test_a_reader_that_goes_away_ends_the_command_quietly(
+    server: RunningServer, upstream: UpstreamDouble, tmp_path: Path
+) -> None:
+    """``chat ... | head -n 1`` as a real pipeline: no BrokenPipe traceback, exit code 0,
+    and the request is closed upstream at once (a deliberate disconnect)."""
+    argv = " ".join(
+        shlex.quote(a)
+        for a in (sys.executable, "-m", "llm_relay_client.cli", *token_args(server), "-m")
+    )
+    for model in ("double/markdown", "double/slow"):  # several lines; one line, slowly
+        flag = "" if model == "double/markdown" else "--json"
+        script = f"set -o pipefail; {argv} {model} {flag} Hi 2>chat.err | head -n 1"
+        env = cli_env(PYTHONPATH=os.getcwd())
+        proc = await asyncio.create_subprocess_exec(
+            "bash",
+            "-c",
+            script,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env=env,
+            cwd=tmp_path,
+        )
+        out, err = await asyncio.wait_for(proc.communicate(), 30)
+        assert proc.returncode == 0, (model, err)
+        assert (tmp_path / "chat.err").read_text() == ""
+        if model == "double/markdown":
+            assert out.decode() == MARKDOWN_TEXT.splitlines()[0] + "\n"
+        else:
+            assert json.loads(out)["type"] == "session"
+            recorded = upstream.requests[-1]
+            await upstream.wait_closed(recorded, timeout=10)
+            assert recorded.closed_by_client
+            assert len(recorded.sent_text) < len(SLOW_TEXT)

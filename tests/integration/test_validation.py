@@ -24,7 +24,9 @@ CASES: list[tuple[str, Any, str, str | None]] = [
         "messages.0.role",
     ),
     ("temperature 5", {"messages": [MSG], "temperature": 5}, "invalid_payload", "temperature"),
-    ("unknown field", {"messages": [MSG], "tools": []}, "invalid_payload", "tools"),
+    ("unknown field", {"messages": [MSG], "frobnicate": 1}, "invalid_payload", "frobnicate"),
+    ("n", {"messages": [MSG], "n": 2}, "invalid_payload", "n"),
+    ("user", {"messages": [MSG], "user": "someone"}, "invalid_payload", "user"),
     ("unknown message field", {"messages": [{**MSG, "x": 1}]}, "invalid_payload", "messages.0.x"),
     (
         "string temperature",
@@ -36,7 +38,7 @@ CASES: list[tuple[str, Any, str, str | None]] = [
         "content number",
         {"messages": [{"role": "user", "content": 5}]},
         "invalid_payload",
-        "messages.0.content.str",
+        "messages.0.content",
     ),
     (
         "bad request_id",
@@ -45,6 +47,14 @@ CASES: list[tuple[str, Any, str, str | None]] = [
         "request_id",
     ),
     ("empty room", {"messages": [MSG], "room": ""}, "invalid_payload", "room"),
+    # A lone surrogate decodes in Python but cannot be measured as UTF-8: refused, never
+    # let through with its size check skipped.
+    (
+        "lone surrogate",
+        {"messages": [{"role": "user", "content": "\ud800" + "x" * 2_000_000}]},
+        "invalid_payload",
+        None,
+    ),
     ("10,000 messages", {"messages": [MSG] * 10_000}, "payload_too_large", None),
     (
         "2 MB message",
@@ -96,7 +106,10 @@ async def test_model_allowlist(
 ) -> None:
     from tests.harness import run_server
 
-    async with run_server(settings_for(allowed_models="double/normal,double/slow")) as srv:
+    allowed = settings_for(
+        allowed_models="double/normal,double/slow", default_model="double/normal"
+    )
+    async with run_server(allowed) as srv:
         rec = recorders()
         await rec.connect(srv.url, make_token("alice"))
         refused = await rec.call("chat", {"messages": [MSG], "model": "openai/gpt-4o"})

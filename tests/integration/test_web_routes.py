@@ -69,11 +69,11 @@ async def test_config_tells_the_page_how_to_sign_in(
         _, _, body = await get(srv.url + "/config")
         config = orjson.loads(body)
         assert config == {
-            "protocol": 1,
+            "protocol": 2,
             "allow_anonymous": False,
             "password_login": False,  # no accounts yet
             "demo": False,
-            "default_model": "google/gemini-flash-1.5",
+            "default_model": "openrouter/auto",
         }
         UserStore(users).add("alice", "pw-alice-123", "Alice")
         _, _, body = await get(srv.url + "/config")
@@ -92,12 +92,12 @@ async def test_models_come_from_the_upstream_once_then_from_the_cache(
         assert status == 200
     listing = orjson.loads(body)
     assert listing["source"] == "upstream"
-    assert listing["default_model"] == "google/gemini-flash-1.5"
+    assert listing["default_model"] == "openrouter/auto"
     ids = [m["id"] for m in listing["models"]]
-    assert ids[0] == "google/gemini-flash-1.5"
+    assert ids[0] == "openrouter/auto"
     assert "double/slow" in ids
     assert "openai/gpt-4o-mini" in ids
-    assert ids.count("google/gemini-flash-1.5") == 1
+    assert ids.count("openrouter/auto") == 1
     assert upstream.model_requests == 1
 
 
@@ -128,4 +128,4 @@ async def test_models_fall_back_to_the_default_when_the_upstream_fails(
     assert status == 200
     listing = orjson.loads(body)
     assert listing["source"] == "default"
-    assert [m["id"] for m in listing["models"]] == ["google/gemini-flash-1.5"]
+    assert [m["id"] for m in listing["models"]] == ["openrouter/auto"]

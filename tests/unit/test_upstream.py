@@ -2,12 +2,12 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-import aiohttp
 import orjson
 import pytest
 from aiohttp import web
@@ -18,8 +18,8 @@ from services.upstream.client import (
     UpstreamError,
     UpstreamFailure,
     UpstreamSettings,
-    _parse_retry_after,
 )
+from services.upstream.failures import TEXT, parse_retry_after
 
 KEY = "sk-or-test-secret-key"
 BODY = {"model": "test/model", "messages": [{"role": "user", "content": "hi"}]}
@@ -85,13 +85,16 @@ async def start() -> AsyncIterator[Callable[..., Awaitable[Upstream]]]:
 
 
 @pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
+async def session() -> AsyncIterator[list[UpstreamClient]]:
+    """The clients a test made (``make``); closed at teardown."""
+    made: list[UpstreamClient] = []
+    yield made
+    for client in made:
+        await client.aclose()
 
 
-def make(
-    session: aiohttp.ClientSession, url: str, observer: Observer | None = None, **overrides: Any
+async def make(
+    session: list[UpstreamClient], url: str, observer: Observer | None = None, **overrides: Any
 ) -> UpstreamClient:
     settings = UpstreamSettings(
         base_url=url,
@@ -106,7 +109,10 @@ def make(
         retry_base_s=0.01,
         retry_max_s=0.05,
     )
-    return UpstreamClient(session, dataclasses.replace(settings, **overrides), observer)
+    client = UpstreamClient(dataclasses.replace(settings, **overrides), observer)
+    await client.start()
+    session.append(client)
+    return client
 
 
 async def collect(client: UpstreamClient) -> list[list[Chunk]]:
@@ -152,7 +158,7 @@ async def test_normal_stream_sends_request_and_parses_chunks(start: Any, session
     up = await start(sse(b": OPENROUTER PROCESSING\n\n", frame("", role="assistant")))
     up.handlers = (sse(frame("Hel"), frame("lo"), frame("", "stop"), USAGE, DONE),)
     observer = Observer()
-    batches = await collect(make(session, up.url, observer))
+    batches = await collect(await make(session, up.url, observer))
     assert all(batches)
     chunks = [chunk for batch in batches for chunk in batch]
     assert text(batches) == "Hello"
@@ -167,27 +173,44 @@ async def test_normal_stream_sends_request_and_parses_chunks(start: Any, session
     assert headers["X-Title"] == "Relay Test"
     assert headers["Content-Type"] == "application/json"
     assert headers["Accept"] == "text/event-stream"
-    assert body == {**BODY, "stream": True, "usage": {"include": True}}
+    assert body == {
+        **BODY,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+        "usage": {"include": True},
+    }
     assert observer.statuses == [200]
 
 
 async def test_comments_and_split_frames(start: Any, session: Any) -> None:
     data = b": OPENROUTER PROCESSING\r\n\r\n" + frame("a ✓ b") + frame(None, "stop") + DONE
     up = await start(sse(*(data[i : i + 7] for i in range(0, len(data), 7))))
-    assert text(await collect(make(session, up.url))) == "a ✓ b"
+    assert text(await collect(await make(session, up.url))) == "a ✓ b"
 
 
 async def test_missing_done_after_finish_is_fine(start: Any, session: Any) -> None:
     up = await start(sse(frame("ok"), frame("", "length")))
-    assert text(await collect(make(session, up.url))) == "ok"
+    assert text(await collect(await make(session, up.url))) == "ok"
+
+
+async def test_a_stream_without_progress_still_yields_its_chunks(start: Any, session: Any) -> None:
+    up = await start(sse(frame("", role="assistant"), USAGE, DONE))
+    batches = await collect(await make(session, up.url))
+    chunks = [chunk for batch in batches for chunk in batch]
+    assert (len(chunks), chunks[-1].usage is not None) == (2, True)
+
+
+async def test_an_overlong_line_is_a_stream_error(start: Any, session: Any) -> None:
+    up = await start(sse(frame("x"), b"data: " + b"y" * (1 << 20) + b"\n\n"))
+    assert (await failure(await make(session, up.url))).kind is UpstreamFailure.STREAM
 
 
 async def test_truncated_stream(start: Any, session: Any) -> None:
     up = await start(sse(frame("par"), frame("tial")))
     seen: list[Chunk] = []
-    err = await failure(make(session, up.url), seen)
+    err = await failure(await make(session, up.url), seen)
     assert err.kind is UpstreamFailure.STREAM
-    assert "ended before finishing" in err.message
+    assert err.message == "The model provider's stream failed."
     assert "".join(c.content for c in seen) == "partial"
     assert len(up.requests) == 1
 
@@ -195,21 +218,43 @@ async def test_truncated_stream(start: Any, session: Any) -> None:
 @pytest.mark.parametrize("line", [b"data: {not json\n\n", b"data: [1, 2]\n\n"])
 async def test_malformed_data_line(start: Any, session: Any, line: bytes) -> None:
     up = await start(sse(frame("x"), line, frame("", "stop")))
-    assert (await failure(make(session, up.url))).kind is UpstreamFailure.STREAM
+    assert (await failure(await make(session, up.url))).kind is UpstreamFailure.STREAM
 
 
 async def test_mid_stream_error(start: Any, session: Any) -> None:
     err_frame = frame("", "error", error={"code": 502, "message": "Provider disconnected"})
     up = await start(sse(frame("Hi"), err_frame, DONE))
     seen: list[Chunk] = []
-    err = await failure(make(session, up.url), seen)
+    err = await failure(await make(session, up.url), seen)
     assert (err.kind, seen[0].content) == (UpstreamFailure.STREAM, "Hi")
-    assert "Provider disconnected" in err.message
+    assert "Provider disconnected" not in err.message
+
+
+async def test_chunks_before_an_in_stream_error_are_not_yielded_and_the_error_retried(
+    start: Any, session: Any
+) -> None:
+    role = frame("", id="gen-a", role="assistant")
+    err_frame = frame(None, "error", id="gen-a", error={"code": "502", "message": "try again"})
+    up = await start(sse(role, err_frame), sse(frame("ok", id="gen-b"), frame("", "stop"), DONE))
+    observer = Observer()
+    batches = await collect(await make(session, up.url, observer))
+    chunks = [chunk for batch in batches for chunk in batch]
+    assert text(batches) == "ok"
+    assert "gen-a" not in {c.generation_id for c in chunks}
+    assert observer.retries == ["stream_502"]
+
+
+@pytest.mark.parametrize("code", [400, "402", "server_error", None])
+async def test_in_stream_errors_that_are_not_retried(start: Any, session: Any, code: Any) -> None:
+    err_frame = frame(None, "error", error={"code": code, "message": "no"})
+    up = await start(sse(err_frame), sse(frame("ok", "stop")))
+    err = await failure(await make(session, up.url))
+    assert (err.kind, len(up.requests)) == (UpstreamFailure.STREAM, 1)
 
 
 async def test_finish_reason_error(start: Any, session: Any) -> None:
     up = await start(sse(frame("Hi"), frame("", "error"), DONE))
-    assert (await failure(make(session, up.url))).kind is UpstreamFailure.STREAM
+    assert (await failure(await make(session, up.url))).kind is UpstreamFailure.STREAM
 
 
 @pytest.mark.parametrize(
@@ -229,12 +274,20 @@ async def test_finish_reason_error(start: Any, session: Any) -> None:
         (504, UpstreamFailure.UNAVAILABLE),
     ],
 )
-async def test_status_mapping(start: Any, session: Any, status: int, kind: UpstreamFailure) -> None:
-    up = await start(error(status, f"nope {KEY} " + "x" * 500))
-    err = await failure(make(session, up.url, max_retries=0))
+async def test_status_mapping(
+    start: Any, session: Any, status: int, kind: UpstreamFailure, caplog: Any
+) -> None:
+    up = await start(error(status, f"nope {KEY}\nTraceback (most recent call last) " + "x" * 500))
+    with caplog.at_level(logging.WARNING, "services.upstream.client"):
+        err = await failure(await make(session, up.url, max_retries=0))
     assert (err.kind, err.status) == (kind, status)
-    assert "nope ***" in err.message
-    assert len(err.message) < 300 + 60
+    assert err.message == TEXT[kind]  # the server's own sentence, never the upstream's
+    assert "nope" not in err.message
+    logged = caplog.text
+    assert f"HTTP {status}" in logged
+    assert "nope ***" in logged
+    assert KEY not in logged
+    assert len(logged) < 500
     assert len(up.requests) == 1
 
 
@@ -243,24 +296,24 @@ async def test_non_json_error_body(start: Any, session: Any) -> None:
         return web.Response(status=502, text="<html>bad gateway</html>")
 
     up = await start(handler)
-    err = await failure(make(session, up.url, max_retries=0))
+    err = await failure(await make(session, up.url, max_retries=0))
     assert err.kind is UpstreamFailure.UNAVAILABLE
     assert "html" not in err.message
 
 
 async def test_no_api_key(start: Any, session: Any) -> None:
     up = await start(sse(frame("x", "stop")))
-    client = make(session, up.url, api_key=None)
+    client = await make(session, up.url, api_key=None)
     assert not client.configured
     assert (await failure(client)).kind is UpstreamFailure.AUTH
     assert up.requests == []
-    assert make(session, up.url).configured
+    assert (await make(session, up.url)).configured
 
 
 async def test_429_with_retry_after_then_success(start: Any, session: Any) -> None:
     up = await start(error(429, "slow down", **{"Retry-After": "0"}), sse(frame("Hi", "stop")))
     observer = Observer()
-    batches = await collect(make(session, up.url, observer))
+    batches = await collect(await make(session, up.url, observer))
     assert text(batches) == "Hi"
     assert (len(up.requests), observer.retries, observer.statuses) == (2, ["429"], [429, 200])
 
@@ -268,14 +321,14 @@ async def test_429_with_retry_after_then_success(start: Any, session: Any) -> No
 async def test_503_exhausted(start: Any, session: Any) -> None:
     up = await start(error(503))
     observer = Observer()
-    err = await failure(make(session, up.url, observer))
+    err = await failure(await make(session, up.url, observer))
     assert (err.kind, err.status, len(up.requests)) == (UpstreamFailure.UNAVAILABLE, 503, 3)
     assert observer.retries == ["503", "503"]
 
 
 async def test_429_exhausted_sets_retry_after(start: Any, session: Any) -> None:
     up = await start(error(429))
-    err = await failure(make(session, up.url))
+    err = await failure(await make(session, up.url))
     assert (err.kind, len(up.requests)) == (UpstreamFailure.RATE_LIMITED, 3)
     assert err.retry_after is not None
     assert err.retry_after >= 1.0
@@ -283,7 +336,7 @@ async def test_429_exhausted_sets_retry_after(start: Any, session: Any) -> None:
 
 async def test_429_with_long_retry_after_gives_up_at_once(start: Any, session: Any) -> None:
     up = await start(error(429, **{"Retry-After": "120"}))
-    err = await failure(make(session, up.url))
+    err = await failure(await make(session, up.url))
     assert (err.kind, err.retry_after, len(up.requests)) == (UpstreamFailure.RATE_LIMITED, 120, 1)
 
 
@@ -292,7 +345,7 @@ async def test_connection_refused(session: Any) -> None:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     observer = Observer()
-    err = await failure(make(session, f"http://127.0.0.1:{port}/v1", observer))
+    err = await failure(await make(session, f"http://127.0.0.1:{port}/v1", observer))
     assert (err.kind, observer.retries) == (UpstreamFailure.UNAVAILABLE, ["connection"] * 2)
 
 
@@ -304,7 +357,7 @@ async def test_drop_before_first_chunk_is_retried(start: Any, session: Any) -> N
         return resp
 
     up = await start(drop, sse(frame("ok", "stop")))
-    assert text(await collect(make(session, up.url))) == "ok"
+    assert text(await collect(await make(session, up.url))) == "ok"
     assert len(up.requests) == 2
 
 
@@ -318,7 +371,7 @@ async def test_no_retry_after_first_chunk(start: Any, session: Any) -> None:
 
     up = await start(drop, sse(frame("again", "stop")))
     seen: list[Chunk] = []
-    err = await failure(make(session, up.url), seen)
+    err = await failure(await make(session, up.url), seen)
     assert err.kind in (UpstreamFailure.STREAM, UpstreamFailure.UNAVAILABLE)
     assert ([c.content for c in seen], len(up.requests)) == (["Hi"], 1)
 
@@ -345,21 +398,21 @@ async def timed_failure(client: UpstreamClient, limit: float) -> UpstreamError:
 async def test_hang_before_headers(start: Any, session: Any) -> None:
     box: list[Upstream] = []
     box.append(await start(hang(box)))
-    err = await timed_failure(make(session, box[0].url, first_token_timeout_s=0.3), 1.5)
+    err = await timed_failure(await make(session, box[0].url, first_token_timeout_s=0.3), 1.5)
     assert (err.kind, len(box[0].requests)) == (UpstreamFailure.TIMEOUT, 1)
 
 
 async def test_comments_do_not_count_as_first_token(start: Any, session: Any) -> None:
     box: list[Upstream] = []
     box.append(await start(hang(box, frame("", role="assistant"), every=0.05)))
-    err = await timed_failure(make(session, box[0].url, first_token_timeout_s=0.3), 1.5)
+    err = await timed_failure(await make(session, box[0].url, first_token_timeout_s=0.3), 1.5)
     assert err.kind is UpstreamFailure.TIMEOUT
 
 
 async def test_idle_gap(start: Any, session: Any) -> None:
     box: list[Upstream] = []
     box.append(await start(hang(box, frame("Hi"))))
-    err = await timed_failure(make(session, box[0].url, idle_timeout_s=0.3), 1.5)
+    err = await timed_failure(await make(session, box[0].url, idle_timeout_s=0.3), 1.5)
     assert (err.kind, len(box[0].requests)) == (UpstreamFailure.TIMEOUT, 1)
 
 
@@ -372,7 +425,7 @@ async def test_total_timeout(start: Any, session: Any) -> None:
         return resp
 
     up = await start(slow)
-    err = await timed_failure(make(session, up.url, total_timeout_s=0.4), 1.5)
+    err = await timed_failure(await make(session, up.url, total_timeout_s=0.4), 1.5)
     assert err.kind is UpstreamFailure.TIMEOUT
 
 
@@ -390,7 +443,7 @@ async def endless(request: web.Request, closed: asyncio.Event) -> web.StreamResp
 async def test_stopping_closes_the_connection(start: Any, session: Any, how: str) -> None:
     closed = asyncio.Event()
     up = await start(lambda request: endless(request, closed))
-    stream = make(session, up.url).stream(BODY)
+    stream = (await make(session, up.url)).stream(BODY)
     got_first = asyncio.Event()
 
     async def consume() -> None:
@@ -410,13 +463,13 @@ async def test_stopping_closes_the_connection(start: Any, session: Any, how: str
     await asyncio.wait_for(closed.wait(), 1)
 
 
-def test_parse_retry_after() -> None:
-    assert _parse_retry_after("3") == 3.0
-    assert _parse_retry_after("1.5") == 1.5
-    assert _parse_retry_after(None) is None
-    assert _parse_retry_after("soon") is None
-    assert _parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0
-    future = _parse_retry_after(
+def testparse_retry_after() -> None:
+    assert parse_retry_after("3") == 3.0
+    assert parse_retry_after("1.5") == 1.5
+    assert parse_retry_after(None) is None
+    assert parse_retry_after("soon") is None
+    assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0
+    future = parse_retry_after(
         time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(time.time() + 30))
     )
     assert future is not None
@@ -445,7 +498,7 @@ async def test_reads_after_the_first_content_gather_the_window(start: Any, sessi
     deltas = [f"d{i} " for i in range(6)]
     frames = [frame("", role="assistant"), *(frame(d) for d in deltas), frame(None, "stop"), DONE]
     up = await start(paced(*frames, gap_s=0.005))
-    client = make(session, up.url)
+    client = await make(session, up.url)
     batches = [b async for b in client.stream(BODY, gather_s=0.5)]
     with_content = [contents(b) for b in batches if contents(b)]
     assert with_content[0] == ["d0 "]  # the first content is yielded at once
@@ -456,7 +509,7 @@ async def test_reads_after_the_first_content_gather_the_window(start: Any, sessi
 
 async def test_a_stream_that_ends_inside_a_window_ends_cleanly(start: Any, session: Any) -> None:
     up = await start(sse(frame("a"), frame("b"), frame("c", "stop"), DONE))
-    batches = [b async for b in make(session, up.url).stream(BODY, gather_s=0.2)]
+    batches = [b async for b in (await make(session, up.url)).stream(BODY, gather_s=0.2)]
     assert "".join(c.content for b in batches for c in b) == "abc"
 
 
@@ -466,7 +519,7 @@ async def test_cancel_during_a_window_closes_the_connection(start: Any, session:
     got_first = asyncio.Event()
 
     async def consume() -> None:
-        async for _batch in make(session, up.url).stream(BODY, gather_s=5):
+        async for _batch in (await make(session, up.url)).stream(BODY, gather_s=5):
             got_first.set()
 
     task = asyncio.create_task(consume())

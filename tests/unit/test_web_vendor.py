@@ -1,30 +1,36 @@
-"""The page's vendored socket.io-client is the one package.json installs."""
+"""web/vendor holds exactly what scripts/vendor-web.sh builds from package.json's packages."""
 
 from __future__ import annotations
 
-import json
+import subprocess
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 VENDOR = ROOT / "web" / "vendor"
-PACKAGE = ROOT / "node_modules" / "socket.io-client"
+SCRIPT = ROOT / "scripts" / "vendor-web.sh"
 
 pytestmark = pytest.mark.node
 
 
-def test_vendored_socketio_client_matches_node_modules() -> None:
-    if not (PACKAGE / "package.json").is_file():
+def files(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def test_vendored_files_are_the_script_output(tmp_path: Path) -> None:
+    if not (ROOT / "node_modules" / "socket.io-client" / "package.json").is_file():
         pytest.fail("node_modules is missing: run npm ci")
-    version = json.loads((PACKAGE / "package.json").read_text())["version"]
-    assert (VENDOR / "VERSIONS").read_text().split() == ["socket.io-client", version]
-    built = (PACKAGE / "dist" / "socket.io.esm.min.js").read_text()
-    expected = "".join(
-        line
-        for line in built.splitlines(keepends=True)
-        if not line.startswith("//# sourceMappingURL=")
-    )
-    assert (VENDOR / "socket.io.esm.min.js").read_text() == expected, "run scripts/vendor-web.sh"
-    assert (VENDOR / "socket.io-client.LICENSE").read_text() == (PACKAGE / "LICENSE").read_text()
-    assert "Released under the MIT License" in expected[:300]
+    subprocess.run(["sh", str(SCRIPT), str(tmp_path)], check=True, capture_output=True)
+    built, committed = files(tmp_path), files(VENDOR)
+    assert sorted(built) == sorted(committed), "run scripts/vendor-web.sh"
+    for name, content in built.items():
+        assert committed[name] == content, f"web/vendor/{name} is stale: run scripts/vendor-web.sh"
+    versions = (VENDOR / "VERSIONS").read_text().splitlines()
+    assert [line.split()[0] for line in versions] == [
+        "socket.io-client",
+        "@highlightjs/cdn-assets",
+        "swagger-ui-dist",
+    ]
+    assert b"sourceMappingURL" not in committed["highlight.min.js"]
+    assert b"Released under the MIT License" in committed["socket.io.esm.min.js"][:300]

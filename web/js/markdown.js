@@ -11,6 +11,9 @@
 // > quotes, - / * / 1. lists (nested by indentation), pipe tables, --- rules;
 // inline `code`, **bold**, *italic*, ~~strike~~, [links](https://…), bare URLs, \escapes.
 // Streaming-friendly: an unclosed ``` fence renders as code up to the end.
+// Fenced code with a known language is coloured by highlight.js (./highlight.js).
+
+import { highlightCode } from "./highlight.js";
 
 const SAFE_SCHEMES = new Set(["http:", "https:", "mailto:"]);
 const MAX_DEPTH = 12;
@@ -151,7 +154,10 @@ function closesFence(line, fence) {
 
 function codeBlock(text, lang) {
   const code = el("code", text);
-  if (lang && /^[\w+#.-]{1,32}$/.test(lang)) code.dataset.lang = lang;
+  if (lang && /^[\w+#.-]{1,32}$/.test(lang)) {
+    code.dataset.lang = lang;
+    highlightCode(code, text, lang.toLowerCase());
+  }
   const pre = el("pre", code);
   pre.tabIndex = 0; // scrollable regions must be reachable by keyboard
   return pre;

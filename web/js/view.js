@@ -51,7 +51,8 @@ export class Conversation {
     this.key = key;
     this.title = title;
     this.room = room;
-    this.context = []; // private chat: what is sent to the model each time
+    this.chat = null; // private chat: its stored messages (store.js), sent whole each time
+    this.views = new Map(); // private chat: message id -> AnswerView of a stored answer
     this.members = [];
     this.seenIds = new Set(); // room message ids already shown
     this.streamedTexts = new Set(); // room answers shown live (history repeats them)
@@ -84,20 +85,41 @@ export class Conversation {
   }
 }
 
-/** A user message bubble. */
-export function userMessage({ name, id, content, ts, mine }) {
+/** A user message bubble; `onEdit` adds an Edit button (own private messages). */
+export function userMessage({ name, id, content, ts, mine, msgId, onEdit }) {
   const text = typeof content === "string" ? content : contentText(content);
-  return h(
+  const edit = onEdit
+    ? h(
+        "button",
+        { class: "btn btn-small btn-ghost msg-action", type: "button", onclick: () => onEdit() },
+        "Edit",
+      )
+    : null;
+  const node = h(
     "li",
-    { class: `msg msg-user${mine ? " mine" : ""}`, dataset: { role: "user" } },
+    { class: `msg msg-user${mine ? " mine" : ""}`, dataset: { role: "user", msgId } },
     avatar(name, id),
     h(
       "div",
       { class: "msg-main" },
-      h("div", { class: "msg-meta" }, h("span", { class: "msg-author" }, name), timeOf(ts)),
+      h("div", { class: "msg-meta" }, h("span", { class: "msg-author" }, name), timeOf(ts), edit),
       h("div", { class: "msg-body" }, renderMarkdown(text)),
+      h("div", { class: "msg-refusal", role: "status" }),
     ),
   );
+  return node;
+}
+
+/** Mark a user bubble as refused: the server did not take it, and it is never sent again. */
+export function markRefused(node, reason) {
+  node.dataset.refused = "true";
+  const box = node.querySelector(".msg-refusal");
+  if (box) {
+    box.replaceChildren(
+      h("span", { class: "badge badge-refused" }, "Not sent"),
+      h("span", {}, ` ${reason} It is left out of this conversation.`),
+    );
+  }
 }
 
 export function contentText(content) {
@@ -110,11 +132,39 @@ export function contentText(content) {
 
 /** An assistant answer, streaming or finished. */
 export class AnswerView {
-  constructor({ requestId, label, mine, ts, onRetry, onStop }) {
+  constructor({ requestId, label, mine, ts, onRetry, onStop, onRegenerate }) {
     this.requestId = requestId;
     this.text = "";
+    this.reasoningText = "";
+    this.toolCalls = [];
     this.dirty = false;
     this.body = h("div", { class: "msg-body", dataset: { testid: "answer" } });
+    this.reasoningBody = h("div", { class: "reasoning-body" });
+    this.reasoningLabel = h("span", {}, "Thinking…");
+    this.reasoning = h(
+      "details",
+      { class: "reasoning", hidden: true },
+      h("summary", {}, this.reasoningLabel),
+      this.reasoningBody,
+    );
+    this.tools = h("div", { class: "tool-calls", hidden: true });
+    this.copyButton = h(
+      "button",
+      { class: "btn btn-small btn-ghost msg-action", type: "button", onclick: () => this.copy() },
+      "Copy",
+    );
+    this.regenerateButton = onRegenerate
+      ? h(
+          "button",
+          {
+            class: "btn btn-small btn-ghost msg-action",
+            type: "button",
+            onclick: () => onRegenerate(),
+          },
+          "Regenerate",
+        )
+      : null;
+    this.actions = h("div", { class: "msg-actions", hidden: true }, this.copyButton, this.regenerateButton);
     this.typing = h(
       "span",
       { class: "typing", "aria-label": "The answer is being written" },
@@ -148,9 +198,12 @@ export class AnswerView {
         "div",
         { class: "msg-main" },
         h("div", { class: "msg-meta" }, this.author, timeOf(ts), this.stopButton),
+        this.reasoning,
+        this.tools,
         this.body,
         this.typing,
         this.status,
+        this.actions,
       ),
     );
   }
@@ -160,11 +213,50 @@ export class AnswerView {
     this.dirty = true;
   }
 
+  setReasoning(text) {
+    this.reasoningText = text;
+    this.dirty = true;
+  }
+
+  /** @param {{name: string | null, arguments: string}[]} calls */
+  setToolCalls(calls) {
+    this.toolCalls = calls.map((c) => ({ name: c.name, arguments: c.arguments }));
+    this.dirty = true;
+  }
+
   render() {
     if (!this.dirty) return;
     this.dirty = false;
     this.body.replaceChildren(renderMarkdown(this.text));
-    this.typing.hidden = Boolean(this.text) || this.node.dataset.state !== "streaming";
+    if (this.reasoningText) {
+      this.reasoning.hidden = false;
+      this.reasoningBody.replaceChildren(renderMarkdown(this.reasoningText));
+      const thinking = this.node.dataset.state === "streaming" && !this.text;
+      this.reasoningLabel.textContent = thinking ? "Thinking…" : "Reasoning";
+    }
+    if (this.toolCalls.length) {
+      this.tools.hidden = false;
+      this.tools.replaceChildren(...this.toolCalls.map(toolCallView));
+    }
+    const busy = Boolean(this.text || this.reasoningText || this.toolCalls.length);
+    this.typing.hidden = busy || this.node.dataset.state !== "streaming";
+  }
+
+  async copy() {
+    try {
+      await navigator.clipboard.writeText(this.text);
+      this.copyButton.textContent = "Copied";
+    } catch {
+      this.copyButton.textContent = "Copy failed";
+    }
+    setTimeout(() => {
+      this.copyButton.textContent = "Copy";
+    }, 1500);
+  }
+
+  /** Only the newest answer of a private chat offers Regenerate. */
+  setLatest(latest) {
+    if (this.regenerateButton) this.regenerateButton.hidden = !latest;
   }
 
   finish(event, payload) {
@@ -172,6 +264,9 @@ export class AnswerView {
     this.typing.remove();
     this.stopButton?.remove();
     this.dirty = true;
+    this.actions.hidden = false;
+    this.copyButton.hidden = !this.text;
+    this.node.dataset.state = event; // no longer "streaming" (set exactly below)
     this.render();
     if (event === "done") {
       const reason = payload?.finish_reason;
@@ -181,6 +276,7 @@ export class AnswerView {
       const parts = [];
       if (reason === "cancelled") parts.push(h("span", { class: "badge" }, "Stopped"));
       else if (reason === "length") parts.push(h("span", { class: "badge" }, "Cut off: length limit"));
+      else if (reason === "tool_calls") parts.push(h("span", { class: "badge" }, "Called tools"));
       else if (reason && reason !== "stop") parts.push(h("span", { class: "badge" }, reason));
       const tokens = payload?.usage?.total_tokens;
       if (Number.isFinite(tokens)) parts.push(h("span", { class: "muted" }, `${tokens} tokens`));
@@ -194,6 +290,23 @@ export class AnswerView {
   setLabel(label) {
     this.author.textContent = label;
   }
+}
+
+/** A tool call the model made: its name and arguments (pretty-printed when JSON). */
+function toolCallView(call) {
+  let args = call.arguments;
+  try {
+    args = JSON.stringify(JSON.parse(call.arguments), null, 2);
+  } catch {
+    /* still streaming, or not JSON: shown as it came */
+  }
+  return h(
+    "div",
+    { class: "tool-call", dataset: { tool: call.name ?? "" } },
+    h("span", { class: "tool-label" }, "Tool call "),
+    h("code", { class: "tool-name" }, `${call.name ?? "?"}(…)`),
+    h("pre", { class: "tool-args", tabindex: "0" }, h("code", {}, args)),
+  );
 }
 
 /** The readable form of a protocol error, with a countdown and a retry button. */
