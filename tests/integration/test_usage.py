@@ -178,6 +178,7 @@ async def test_a_stream_crossing_the_budget_stops_within_one_batch(
         assert error["code"] == "budget_exceeded"
         assert abs(error["retry_after"] - to_midnight()) < 5
         assert_clean_stream(rec, ack["request_id"])
+        assert error["last_seq"] == rec.tokens(ack["request_id"])[-1]["seq"]  # v2
         batches = [len(t["content"].split()) for t in rec.tokens(ack["request_id"])]
         assert sum(batches[:-1]) < 100 <= sum(batches)  # stopped by the batch that crossed
         recorded = upstream.requests[-1]
@@ -210,6 +211,7 @@ async def test_the_raw_websocket_is_held_to_the_same_budget(
     first, second = (f for f in frames if f["type"] == "error")
     assert first["code"] == "budget_exceeded"
     assert first["request_id"] == frames[0]["request_id"]  # the stream was stopped
+    assert first["last_seq"] == [f for f in frames if f["type"] == "token"][-1]["seq"]
     relayed = [len(f["content"].split()) for f in frames if f["type"] == "token"]
     assert sum(relayed[:-1]) < 50 <= sum(relayed)
     assert second["code"] == "budget_exceeded"  # the next one is refused
