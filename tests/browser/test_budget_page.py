@@ -11,6 +11,7 @@ from playwright.async_api import Browser, expect
 from tests.browser.chatpage import ChatPage
 from tests.browser.conftest import PASSWORD
 from tests.harness import base_settings, run_server
+from tests.integration.test_usage import usage_settled
 from tests.upstream_double import UpstreamDouble
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(120)]
@@ -35,7 +36,13 @@ async def test_the_remaining_budget_is_shown_and_goes_down(
         assert await budget.inner_text() == "1,000 tokens left today"
         await chat.send("Hello")
         await chat.wait_answer_state(await chat.latest_answer(), "done")
-        await chat.page.reload()  # the next refresh (every 30 s, or on reload) sees the answer
+        # The ledger row is written in the background after done: once it is there, the
+        # next refresh (every 30 s, or on reload) sees the answer.
+        token = await chat.page.evaluate(
+            "JSON.parse(sessionStorage.getItem('llm-relay.auth')).token"
+        )
+        await usage_settled(server, token, 1)
+        await chat.page.reload()
         await expect(budget).to_have_text(re.compile(r"^9\d\d tokens left today$"))
         text = await budget.inner_text()
         match = re.fullmatch(r"(\d+) tokens left today", text)
