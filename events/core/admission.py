@@ -4,10 +4,10 @@ A chat payload is admitted in this order, the same on Socket.IO and the raw WebS
 shape and size (``payload_too_large`` before any validation work), the request model
 (``invalid_payload`` naming the field), the model allowlist, room membership, then the
 claims of a running request: its ``request_id`` (one in flight per user and id), a
-stream slot of the connection and of the user, the user's daily budget, and the rate
-limit.  A ``Ticket`` holds
-the claims until the pipeline has taken the request over (``Admission.settle``) or it
-was refused after all (``Admission.release``).
+stream slot of the connection and of the user, the user's daily budget (its ``Meter``
+rides on the ticket), and the rate limit.  A ``Ticket`` holds the claims until the
+pipeline has taken the request over (``Admission.settle``) or it was refused after all
+(``Admission.release``).
 
 Refusals become one error shape (``refusal``) that each transport only sends.
 """
