@@ -30,6 +30,7 @@ class ErrorCode(StrEnum):
     UPSTREAM_UNAVAILABLE = "upstream_unavailable"
     UPSTREAM_ERROR = "upstream_error"
     SERVER_SHUTDOWN = "server_shutdown"
+    BUDGET_EXCEEDED = "budget_exceeded"
     INTERNAL = "internal"
 
 
@@ -42,6 +43,7 @@ RETRYABLE: frozenset[ErrorCode] = frozenset(
         ErrorCode.UPSTREAM_UNAVAILABLE,
         ErrorCode.UPSTREAM_ERROR,
         ErrorCode.SERVER_SHUTDOWN,
+        ErrorCode.BUDGET_EXCEEDED,
         ErrorCode.INTERNAL,
     }
 )
@@ -65,6 +67,7 @@ DESCRIPTIONS: dict[ErrorCode, str] = {
     ErrorCode.UPSTREAM_UNAVAILABLE: "The upstream is unavailable after retries.",
     ErrorCode.UPSTREAM_ERROR: "The upstream stream failed or ended without finishing.",
     ErrorCode.SERVER_SHUTDOWN: "The server is stopping.",
+    ErrorCode.BUDGET_EXCEEDED: "The daily token or cost budget is spent; see retry_after.",
     ErrorCode.INTERNAL: "An internal error; the message says nothing internal.",
 }
 
