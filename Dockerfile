@@ -38,15 +38,19 @@ FROM ${PYTHON_IMAGE} AS runtime
 LABEL org.opencontainers.image.title="llm-relay" \
       org.opencontainers.image.description="Socket.IO relay for streaming LLM chat" \
       org.opencontainers.image.licenses="MIT"
+# /data holds the embedded SQLite store (DATABASE_URL's default here); mount a volume
+# there, or point DATABASE_URL at PostgreSQL as docker-compose.yml does.
 RUN groupadd --system --gid 10001 relay \
  && useradd --system --uid 10001 --gid relay --no-create-home --home-dir /nonexistent \
-      --shell /usr/sbin/nologin relay
+      --shell /usr/sbin/nologin relay \
+ && mkdir /data && chown 10001:10001 /data
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     HOST=0.0.0.0 \
     PORT=8000 \
-    LOG_FORMAT=json
+    LOG_FORMAT=json \
+    DATABASE_URL=sqlite+aiosqlite:////data/relay.db
 COPY --from=build /opt/venv /opt/venv
 COPY --from=build /app /app
 WORKDIR /app

@@ -25,7 +25,7 @@ $(UV): scripts/uv-requirements.txt
 	@touch $@
 
 $(VENV)/.installed: pyproject.toml uv.lock | $(UV)
-	$(SYNC) --no-dev
+	$(SYNC) --no-dev --inexact  # never removes the dev tools a `make test` installed
 	@touch $@
 
 $(VENV)/.installed-dev: pyproject.toml uv.lock | $(UV)

@@ -40,6 +40,26 @@ class Identity:
     def user(self) -> dict[str, str]:
         return {"id": self.sub, "name": self.name}
 
+    @property
+    def budget(self) -> Mapping[str, Any] | None:
+        """The ``budget`` claim ``{tokens_per_day?, cost_per_day?}``: this user's daily budget."""
+        value = self.claims.get("budget")
+        return value if isinstance(value, Mapping) else None
+
+    @property
+    def roles(self) -> frozenset[str]:
+        """The ``roles`` claim (a list of strings, or one string)."""
+        value = self.claims.get("roles")
+        if isinstance(value, str):
+            return frozenset([value])
+        if isinstance(value, list):
+            return frozenset(v for v in value if isinstance(v, str))
+        return frozenset()
+
+    @property
+    def is_admin(self) -> bool:
+        return "admin" in self.roles
+
 
 def identity_from_claims(claims: Mapping[str, Any]) -> Identity:
     sub = claims.get("sub")
@@ -165,7 +185,14 @@ class TokenVerifier:
             raise AuthError("unauthorized", "The token is invalid.") from exc
         return identity_from_claims(claims)
 
-    def issue(self, sub: str, *, name: str | None = None, ttl_s: float = 3600) -> str:
+    def issue(
+        self,
+        sub: str,
+        *,
+        name: str | None = None,
+        ttl_s: float = 3600,
+        roles: Sequence[str] = (),
+    ) -> str:
         """An HS256 token for ``sub`` (built-in accounts, guests, scripts)."""
         if not self.can_issue or not self._secret:
             raise RuntimeError("minting tokens needs JWT_SECRET and HS256 in JWT_ALGORITHMS")
@@ -173,6 +200,8 @@ class TokenVerifier:
         claims: dict[str, Any] = {"sub": sub, "iat": now, "nbf": now, "exp": now + int(ttl_s)}
         if name:
             claims["name"] = name
+        if roles:
+            claims["roles"] = list(roles)
         if self._audience:
             claims["aud"] = self._audience
         if self._issuer:

@@ -47,6 +47,7 @@ class Account:
     username: str
     password_hash: str
     name: str
+    admin: bool = False  # ``admin = true`` in the users file: may read GET /usage
 
 
 def hash_password(password: str, rounds: int = DEFAULT_ROUNDS) -> str:
@@ -87,7 +88,10 @@ class UserStore:
         for username, entry in users.items():
             if isinstance(entry, dict) and isinstance(entry.get("password_hash"), str):
                 out[username] = Account(
-                    username, entry["password_hash"], str(entry.get("name") or username)
+                    username,
+                    entry["password_hash"],
+                    str(entry.get("name") or username),
+                    admin=entry.get("admin") is True,
                 )
         return out
 
@@ -107,6 +111,8 @@ class UserStore:
             lines.append(f"[users.{_toml_key(username)}]")
             lines.append(f"password_hash = {_toml_str(account.password_hash)}")
             lines.append(f"name = {_toml_str(account.name)}")
+            if account.admin:
+                lines.append("admin = true")
             lines.append("")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".users-", suffix=".toml")
@@ -115,11 +121,15 @@ class UserStore:
         os.chmod(tmp, 0o600)
         os.replace(tmp, self.path)
 
-    def add(self, username: str, password: str, name: str | None = None) -> None:
+    def add(
+        self, username: str, password: str, name: str | None = None, *, admin: bool = False
+    ) -> None:
         if not USERNAME.match(username):
             raise ValueError("user names are 1-64 characters of A-Z a-z 0-9 _ . @ -")
         accounts = self.load()
-        accounts[username] = Account(username, hash_password(password), name or username)
+        accounts[username] = Account(
+            username, hash_password(password), name or username, admin=admin
+        )
         self.save(accounts)
 
     def remove(self, username: str) -> bool:

@@ -56,5 +56,17 @@ def redis_check(
     return check
 
 
+def database_check(healthy: Callable[[], Awaitable[bool]]) -> Check:
+    """The durable store down leaves the node ready (chats never wait for it) but
+    ``degraded``: ledger rows and room messages wait in memory until it answers."""
+
+    async def check() -> CheckResult:
+        if await healthy():
+            return CheckResult("ok", True)
+        return CheckResult("degraded", True, degraded=True)
+
+    return check
+
+
 async def disabled_check() -> CheckResult:
     return CheckResult("disabled", True)

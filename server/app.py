@@ -31,21 +31,33 @@ from events.transport.internals.socketio_managers import MemoryManager, RedisMan
 from events.transport.internals.socketio_server import RelayServer
 from events.transport.socketio_events import SocketIOEvents
 from events.transport.websocket import WebSocketEndpoint
-from health.checks import disabled_check, flag_check, redis_check, upstream_check
+from health.checks import (
+    database_check,
+    disabled_check,
+    flag_check,
+    redis_check,
+    upstream_check,
+)
 from health.router import health_router
 from server import __version__
 from server.apidocs import HTTP_DESCRIPTION, OPENAPI_TAGS, event_docs_router, swagger_router
 from server.body_deadline import BodyDeadline
 from server.extensions import Extension, documented_events, installed
 from server.jsonshim import OrjsonShim
+from server.ledger_hook import LedgerObserver
 from server.lifecycle import Runtime, lifespan_for
 from server.metrics import RelayMetrics, metrics_router, multiprocess_active
 from server.routes import auth_router, client_router, web_routes
 from server.security import ConfigError, auth_checks, build_limits, build_verifier
 from server.settings import Settings
 from server.upstream import build_upstream, check_models
+from server.usage_routes import usage_router
+from services.budget import BudgetLimits, Budgets
 from services.generations import GenerationRegistry
+from services.ledger import Ledger
+from services.storage.budget_counters import Counters, MemoryCounters, RedisCounters
 from services.storage.bus import LocalBus, NodeBus, RedisBus, new_node_id
+from services.storage.durable_rooms import DurableRoomStore, RedisRestoreLock
 from services.storage.redis_client import Breaker, redis_client
 from services.storage.redis_rooms import RedisRoomStore
 from services.storage.redis_streamlog import RedisStreamLog
@@ -108,6 +120,19 @@ def watch_remote_streams(
     return orphans
 
 
+def build_budgets(settings: Settings, redis: aioredis.Redis | None, ledger: Ledger) -> Budgets:
+    """Daily budgets: counters shared in Redis when nodes share one, seeded from the ledger."""
+    counters: Counters = (
+        RedisCounters(redis, prefix=settings.redis_key_prefix, timeout_s=settings.redis_timeout_s)
+        if redis is not None
+        else MemoryCounters()
+    )
+    defaults = BudgetLimits(
+        settings.budget_tokens_per_day or None, settings.budget_cost_per_day or None
+    )
+    return Budgets(defaults, counters, ledger=ledger.spent)
+
+
 def build_metrics(settings: Settings) -> RelayMetrics:
     directory = settings.prometheus_multiproc_dir
     if (directory is not None) != multiprocess_active():
@@ -165,6 +190,11 @@ def create_app(settings: Settings, extensions: Sequence[Extension] | None = None
     origins = OriginPolicy(settings.cors_origins)
     log, bus = resume_parts(settings, redis, breaker)
     registry = GenerationRegistry()
+    ledger = Ledger(
+        settings.database_url,
+        timeout_s=settings.database_timeout_s,
+        max_pending=settings.database_max_pending,
+    )
     config = PipelineConfig(
         default_model=settings.default_model,
         allowed_models=frozenset(settings.allowed_models),
@@ -176,15 +206,22 @@ def create_app(settings: Settings, extensions: Sequence[Extension] | None = None
         token_coalesce_s=settings.token_coalesce_ms / 1000,
         dialect=settings.upstream_dialect,
     )
+    budgets = build_budgets(settings, redis, ledger)
     admission = Admission(
         config,
         registry=registry,
         rate_limiter=limits.rate,
         streams=limits.streams,
         pseudonym=UserPseudonym(pseudonym_secret(settings)),
+        budgets=budgets,
     )
     pipeline = ChatPipeline(
-        config, upstream, log=log, registry=registry, admission=admission, observer=metrics
+        config,
+        upstream,
+        log=log,
+        registry=registry,
+        admission=admission,
+        observer=LedgerObserver(ledger, metrics),
     )
     relay = Relay(
         pipeline,
@@ -198,6 +235,7 @@ def create_app(settings: Settings, extensions: Sequence[Extension] | None = None
     )
     connections = Connections()
     metrics.watch(connections, registry)
+    metrics.watch_ledger(ledger.backlog)
     counter = limits.connections
     tails = TailRegistry()
     manager: MemoryManager | RedisManager = (
@@ -239,7 +277,7 @@ def create_app(settings: Settings, extensions: Sequence[Extension] | None = None
             "protocol": 2,
         }
 
-    room_store: RoomStore = (
+    live_rooms: RoomStore = (
         RedisRoomStore(
             redis,
             prefix=settings.redis_key_prefix,
@@ -251,6 +289,13 @@ def create_app(settings: Settings, extensions: Sequence[Extension] | None = None
             history_limit=settings.room_history_limit,
             max_age_s=settings.room_history_max_age_s,
         )
+    )
+    room_store = DurableRoomStore(
+        live_rooms,
+        ledger,
+        history_limit=settings.room_history_limit,
+        max_age_s=settings.room_history_max_age_s,
+        lock=RedisRestoreLock(redis, prefix=settings.redis_key_prefix) if redis else None,
     )
     rooms = RoomEvents(
         sio,
@@ -299,8 +344,11 @@ def create_app(settings: Settings, extensions: Sequence[Extension] | None = None
         redis=redis,
         rooms=rooms,
         metrics=metrics,
+        ledger=ledger,
     )
-    runtime.extra_cleanup.extend([*limits.closers, verifier.aclose, *runtime_cleanup])
+    runtime.extra_cleanup.extend(
+        [*limits.closers, verifier.aclose, ledger.aclose, *runtime_cleanup]
+    )
 
     http = FastAPI(
         title="llm-relay",
@@ -324,6 +372,7 @@ def create_app(settings: Settings, extensions: Sequence[Extension] | None = None
                 else redis_check(
                     redis.ping, lambda: manager.relaying, timeout_s=settings.redis_timeout_s
                 ),
+                "database": database_check(ledger.healthy),
                 **auth_checks(verifier),
             },
         )
@@ -340,6 +389,7 @@ def create_app(settings: Settings, extensions: Sequence[Extension] | None = None
     http.include_router(client_router(settings, verifier, lambda: runtime.models))
     metrics_token = settings.metrics_token.get_secret_value() if settings.metrics_token else None
     http.include_router(metrics_router(metrics, metrics_token))
+    http.include_router(usage_router(verifier, ledger, budgets, settings.users_file))
     http.include_router(docs_router)
     http.include_router(swagger_router())
     http.add_api_websocket_route("/websockets/openrouter", ws_endpoint)

@@ -36,11 +36,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--log-format", choices=["text", "json"], help="LOG_FORMAT")
     sub = parser.add_subparsers(dest="command")
     sub.add_parser("serve", help="run the server (default)")
+    sub.add_parser("migrate", help="bring DATABASE_URL's schema to the newest revision, then exit")
     users = sub.add_parser("users", help="manage built-in accounts (USERS_FILE)")
     users_sub = users.add_subparsers(dest="users_command", required=True)
     add = users_sub.add_parser("add", help="add or update a user (password prompted or on stdin)")
     add.add_argument("name")
     add.add_argument("--display-name")
+    add.add_argument("--admin", action="store_true", help="may read GET /usage")
     remove = users_sub.add_parser("remove", help="remove a user")
     remove.add_argument("name")
     users_sub.add_parser("list", help="list users")
@@ -100,7 +102,7 @@ def _users_command(args: argparse.Namespace, store: UserStore, settings: Setting
     if args.users_command == "add":
         password = read_password()
         try:
-            store.add(args.name, password, args.display_name)
+            store.add(args.name, password, args.display_name, admin=args.admin)
         except (PasswordTooLong, ValueError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
@@ -181,6 +183,28 @@ def run_health(args: argparse.Namespace, settings: Settings) -> int:
     return 0 if ok else 1
 
 
+def run_migrate(settings: Settings) -> int:
+    import asyncio
+
+    from services.storage.db.engine import Database, safe_url
+    from services.storage.db.migrate import head, migrate
+
+    async def go() -> str | None:
+        db = Database(settings.database_url, timeout_s=settings.database_timeout_s)
+        try:
+            return await migrate(db.engine)
+        finally:
+            await db.aclose()
+
+    try:
+        before = asyncio.run(go())
+    except Exception as exc:
+        print(f"error: migrating {safe_url(settings.database_url)} failed: {exc}", file=sys.stderr)
+        return 1
+    print(f"{safe_url(settings.database_url)}: revision {before or '(empty)'} -> {head()}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from pydantic import ValidationError
 
@@ -198,6 +222,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_token(args, settings)
     if args.command == "health":
         return run_health(args, settings)
+    if args.command == "migrate":
+        return run_migrate(settings)
     from server.serve import serve
 
     return serve(settings)

@@ -29,6 +29,7 @@ from events.transport.socketio_events import SocketIOEvents
 from server.metrics import RelayMetrics
 from server.settings import Settings
 from services.generations import GenerationRegistry, StopReason
+from services.ledger import Ledger
 from services.storage.streamlog import StreamLog
 from services.upstream.base import Upstream
 from services.upstream.catalogue import ModelCatalog
@@ -54,6 +55,7 @@ class Runtime:
     rooms: RoomEvents | None = None
     metrics: RelayMetrics | None = None
     models: ModelCatalog | None = None  # GET /models; set by start()
+    ledger: Ledger | None = None  # the durable store: usage ledger, room history
     shutting_down: bool = False
     hurried: bool = False  # a second signal: stop waiting for streams to finish
     extra_cleanup: list[Callable[[], Any]] = field(default_factory=list)
@@ -69,6 +71,8 @@ class Runtime:
             logger.info("demo mode: answers come from the local simulator (no real model)")
         if self.metrics is not None:
             await self.metrics.start(s.metrics_refresh_s)
+        if self.ledger is not None:
+            await self.ledger.start()  # migrations run in the background
         await self.relay.start()
         self.sio.start_manager()
         if self.rooms is not None:

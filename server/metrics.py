@@ -20,6 +20,7 @@ import hmac
 import logging
 import os
 from collections import Counter as Tally
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -47,6 +48,7 @@ TTFT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 15, 30, 60)
 DURATION_BUCKETS = (0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 900)
 UPSTREAM_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60)
 NO_CODE = "none"
+MAX_MODEL_LABELS = 200  # per-model counters: bounded, whatever the upstream reports
 
 
 def multiprocess_active() -> bool:
@@ -63,6 +65,7 @@ class RelayMetrics:
             prometheus_client.PlatformCollector(registry=r)
         self._connections: Connections | None = None
         self._streams: GenerationRegistry | None = None
+        self._ledger: Callable[[], tuple[int, int]] | None = None  # (pending, dropped)
         self._task: asyncio.Task[None] | None = None
 
         self._state_gauges(r, version)
@@ -115,6 +118,18 @@ class RelayMetrics:
             registry=r,
             multiprocess_mode="livesum",
         )
+        self.ledger_pending = Gauge(
+            "llm_relay_ledger_pending",
+            "Ledger rows and room messages waiting for the database on this process.",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.ledger_dropped = Gauge(
+            "llm_relay_ledger_dropped",
+            "Rows this process dropped since it started (over DATABASE_MAX_PENDING).",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
 
     def _request_metrics(self, r: CollectorRegistry) -> None:
         """Counters of chat requests and what they relayed."""
@@ -141,6 +156,19 @@ class RelayMetrics:
             "llm_relay_upstream_usage_tokens",
             "Tokens the upstream reported in usage.",
             ["kind"],
+            registry=r,
+        )
+        self._model_labels: set[str] = set()
+        self.model_tokens = Counter(
+            "llm_relay_model_tokens",
+            "Tokens per model as the upstream reported them (kind: prompt, completion).",
+            ["model", "kind"],
+            registry=r,
+        )
+        self.model_cost = Counter(
+            "llm_relay_model_cost_usd",
+            "Upstream-reported cost per model, in USD.",
+            ["model"],
             registry=r,
         )
 
@@ -199,8 +227,16 @@ class RelayMetrics:
         self._connections = connections
         self._streams = streams
 
+    def watch_ledger(self, state: Callable[[], tuple[int, int]]) -> None:
+        """``state()``: rows waiting for the database, rows dropped so far."""
+        self._ledger = state
+
     def refresh(self) -> None:
         """Set the gauges from the live state."""
+        if self._ledger is not None:
+            pending, dropped = self._ledger()
+            self.ledger_pending.set(pending)
+            self.ledger_dropped.set(dropped)
         if self._connections is not None:
             conns = self._connections.all()
             by_transport = Tally(conn.transport for conn in conns)
@@ -262,10 +298,24 @@ class RelayMetrics:
         self.duration.labels(end.outcome).observe(end.duration_s)
         if end.tokens:
             self.tokens.labels(end.transport).inc(end.tokens)
+        model = self._model_label(end.model)
         for kind in ("prompt", "completion"):
             value = (end.usage or {}).get(f"{kind}_tokens")
             if isinstance(value, int) and value > 0:
                 self.usage.labels(kind).inc(value)
+                self.model_tokens.labels(model, kind).inc(value)
+        cost = (end.usage or {}).get("cost")
+        if isinstance(cost, int | float) and not isinstance(cost, bool) and cost > 0:
+            self.model_cost.labels(model).inc(cost)
+
+    def _model_label(self, model: str | None) -> str:
+        """Models the upstream billed for; past ``MAX_MODEL_LABELS`` distinct ones, "other"."""
+        name = (model or "unknown")[:200]
+        if name not in self._model_labels:
+            if len(self._model_labels) >= MAX_MODEL_LABELS:
+                return "other"
+            self._model_labels.add(name)
+        return name
 
     # -- events.core.relay.RelayObserver ---------------------------------------------------------
 

@@ -98,7 +98,8 @@ def auth_router(settings: Settings, verifier: TokenVerifier, logins: LoginThrott
                 headers={"WWW-Authenticate": "Bearer"},
             )
         ttl = settings.token_ttl_s
-        issued = verifier.issue(account.username, name=account.name, ttl_s=ttl)
+        roles = ("admin",) if account.admin else ()
+        issued = verifier.issue(account.username, name=account.name, ttl_s=ttl, roles=roles)
         return TokenResponse(access_token=issued, expires_in=ttl)
 
     @router.post(

@@ -95,6 +95,13 @@ class Settings(BaseSettings):
     # after its last heartbeat (invariant 6: within 20 s)
     node_lease_s: float = Field(12, gt=0, le=18)
 
+    # durable store (usage ledger, room history) and budgets
+    database_url: str = "sqlite+aiosqlite:///./relay.db"
+    database_timeout_s: float = Field(5, gt=0)  # bound on every database call
+    database_max_pending: int = Field(100_000, gt=0)  # rows waiting to be written, then dropped
+    budget_tokens_per_day: int = Field(0, ge=0)  # 0 = none
+    budget_cost_per_day: float = Field(0, ge=0)  # USD; 0 = none
+
     # limits
     max_payload_bytes: int = Field(1_000_000, gt=0)
     max_messages: int = Field(500, gt=0)
@@ -165,6 +172,19 @@ class Settings(BaseSettings):
             )
         return list(dict.fromkeys(canonical[alg.lower()] for alg in value))
 
+    @field_validator("database_url")
+    @classmethod
+    def _known_database(cls, value: str) -> str:
+        from services.storage.db.engine import parse_url
+
+        try:
+            parse_url(value)
+        except Exception as exc:
+            raise ValueError(
+                "DATABASE_URL must be sqlite+aiosqlite:///path or postgresql+asyncpg://…"
+            ) from exc
+        return value
+
     @field_validator("jwt_jwks_url")
     @classmethod
     def _http_jwks(cls, value: str | None) -> str | None:
@@ -192,8 +212,8 @@ class Settings(BaseSettings):
         """Values that must never be logged."""
         values = (self.openrouter_api_key, self.jwt_secret, self.metrics_token)
         found = [v.get_secret_value() for v in values if v and v.get_secret_value()]
-        if self.redis_url:
-            password = urlsplit(self.redis_url).password
+        for url in (self.redis_url, self.database_url):
+            password = urlsplit(url).password if url else None
             if password:
                 found.append(password)
         return tuple(found)

@@ -60,6 +60,15 @@ MEANINGS: dict[str, str] = {
     "fail at once until a trial call answers",
     "node_lease_s": "a dead node's streams end with `server_shutdown` for room members and "
     "`resume` this long after its last heartbeat (at most 18)",
+    "database_url": "durable store of the usage ledger and room history: "
+    "`sqlite+aiosqlite:///path` or `postgresql+asyncpg://…` (several nodes)",
+    "database_timeout_s": "bound on every database call; readiness `checks.database` degrades",
+    "database_max_pending": "ledger rows and room messages waiting for the database; "
+    "past this the oldest are dropped",
+    "budget_tokens_per_day": "tokens (prompt + completion) per user and UTC day → "
+    "`budget_exceeded` (0 = none; a JWT `budget` claim overrides)",
+    "budget_cost_per_day": "USD per user and UTC day, as the upstream reports it → "
+    "`budget_exceeded` (0 = none)",
     "max_payload_bytes": "largest `chat` payload → `payload_too_large`",
     "max_messages": "most messages in one request → `payload_too_large`",
     "max_message_chars": "longest message → `payload_too_large` (the page refuses it first)",

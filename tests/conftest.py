@@ -65,3 +65,29 @@ def key_prefix() -> str:
     import secrets
 
     return f"test-{secrets.token_hex(6)}:"
+
+
+@pytest.fixture(scope="session")
+def postgres_server_url() -> Iterator[str]:
+    """A PostgreSQL server URL (database ``test``); skips when none can be had."""
+    from tests.postgres_server import available_postgres
+
+    with available_postgres() as url:
+        if url is None:
+            pytest.skip(
+                "needs PostgreSQL: none answers on 127.0.0.1:5432 and initdb/pg_ctl are missing"
+            )
+        yield url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def database_url(request: pytest.FixtureRequest, tmp_path: Any) -> AsyncIterator[str]:
+    """A fresh, empty database of each kind: a SQLite file, a new PostgreSQL database."""
+    if request.param == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path}/relay.db"
+        return
+    from tests.postgres_server import fresh_database
+
+    server_url = request.getfixturevalue("postgres_server_url")
+    async with fresh_database(server_url) as url:
+        yield url.replace("postgresql://", "postgresql+asyncpg://", 1)

@@ -26,8 +26,26 @@ START_COMMAND = ("python", "-m", "server")
 STREAM_EVENTS = ("token", "reasoning", "tool_call")  # one seq across them (protocol v2)
 
 
+_DB_DIR: list[str] = []
+
+
+def scratch_database_url() -> str:
+    """A fresh SQLite database in this test run's scratch directory (removed at exit)."""
+    import atexit
+    import secrets
+    import shutil
+    import tempfile
+
+    if not _DB_DIR:
+        _DB_DIR.append(tempfile.mkdtemp(prefix="llm-relay-test-db-"))
+        atexit.register(shutil.rmtree, _DB_DIR[0], True)
+    return f"sqlite+aiosqlite:///{_DB_DIR[0]}/{secrets.token_hex(6)}.db"
+
+
 def base_settings(upstream_url: str, **overrides: Any) -> Settings:
     values: dict[str, Any] = {
+        # Each app its own store: history of a room in one test never reaches another.
+        "database_url": scratch_database_url(),
         "jwt_secret": JWT_SECRET,
         "openrouter_api_key": API_KEY,
         "openrouter_base_url": upstream_url,
@@ -265,7 +283,13 @@ async def spawn_server(
     import aiohttp
 
     port = free_port()
-    full_env = {**os.environ, "HOST": "127.0.0.1", "PORT": str(port), **env}
+    full_env = {
+        **os.environ,
+        "HOST": "127.0.0.1",
+        "PORT": str(port),
+        "DATABASE_URL": scratch_database_url(),
+        **env,
+    }
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         *START_COMMAND[1:],

@@ -4,9 +4,10 @@ A chat payload is admitted in this order, the same on Socket.IO and the raw WebS
 shape and size (``payload_too_large`` before any validation work), the request model
 (``invalid_payload`` naming the field), the model allowlist, room membership, then the
 claims of a running request: its ``request_id`` (one in flight per user and id), a
-stream slot of the connection and of the user, and the rate limit.  A ``Ticket`` holds
-the claims until the pipeline has taken the request over (``Admission.settle``) or it
-was refused after all (``Admission.release``).
+stream slot of the connection and of the user, the user's daily budget (its ``Meter``
+rides on the ticket), and the rate limit.  A ``Ticket`` holds the claims until the
+pipeline has taken the request over (``Admission.settle``) or it was refused after all
+(``Admission.release``).
 
 Refusals become one error shape (``refusal``) that each transport only sends.
 """
@@ -33,6 +34,7 @@ from events.core.models import (
     within_budget,
 )
 from events.core.pseudonym import UserPseudonym
+from services.budget import BudgetExceeded, Budgets, Meter
 from services.generations import GenerationRegistry
 from services.storage.limits import MemoryStreamCounter, RateLimiter, StreamCounter
 from services.storage.streamlog import stream_key
@@ -125,6 +127,7 @@ class Ticket:
     request_id: str
     key: str
     slot: str  # the user's stream slot (released when the request ends)
+    meter: Meter | None = None  # the user's daily budget, counted as the stream goes
     settled: bool = False
 
 
@@ -137,8 +140,10 @@ class Admission:
         rate_limiter: RateLimiter,
         streams: StreamCounter | None = None,
         pseudonym: UserPseudonym | None = None,
+        budgets: Budgets | None = None,
     ) -> None:
         self.config = config
+        self.budgets = budgets  # per-user daily budgets (services.budget); None: none
         self._pseudonym = pseudonym or UserPseudonym("llm-relay")
         self._registry = registry
         self._rate = rate_limiter
@@ -291,6 +296,7 @@ class Admission:
                     f"At most {cfg.max_streams_per_user} streams per user.",
                 )
             try:
+                ticket.meter = await self._admit(who)
                 retry_after = await self._rate.hit(owner)
                 if retry_after is not None:
                     raise ProtocolError(
@@ -303,6 +309,19 @@ class Admission:
             del self._starting[key]
             raise
         return ticket
+
+    async def _admit(self, who: Requester) -> Meter | None:
+        """The budget before a request: refused while the day's budget is spent."""
+        if self.budgets is None:
+            return None
+        try:
+            return await self.budgets.admit(who.identity.sub, who.identity.budget)
+        except BudgetExceeded as exc:
+            raise ProtocolError(
+                ErrorCode.BUDGET_EXCEEDED,
+                "Your daily budget is spent.",
+                retry_after=exc.retry_after,
+            ) from None
 
     def settle(self, ticket: Ticket) -> None:
         """The pipeline runs the request now (its registry entry guards the id)."""

@@ -32,6 +32,7 @@ class ErrorCode(StrEnum):
     UPSTREAM_ERROR = "upstream_error"
     SERVER_SHUTDOWN = "server_shutdown"
     UNAVAILABLE = "unavailable"
+    BUDGET_EXCEEDED = "budget_exceeded"
     INTERNAL = "internal"
 
 
@@ -45,6 +46,7 @@ RETRYABLE: frozenset[ErrorCode] = frozenset(
         ErrorCode.UPSTREAM_ERROR,
         ErrorCode.SERVER_SHUTDOWN,
         ErrorCode.UNAVAILABLE,
+        ErrorCode.BUDGET_EXCEEDED,
         ErrorCode.INTERNAL,
     }
 )
@@ -69,6 +71,7 @@ DESCRIPTIONS: dict[ErrorCode, str] = {
     ErrorCode.UPSTREAM_ERROR: "The upstream stream failed or ended without finishing.",
     ErrorCode.SERVER_SHUTDOWN: "The server is stopping, or the node running the stream is gone.",
     ErrorCode.UNAVAILABLE: "A dependency (Redis) did not answer within REDIS_TIMEOUT_S; retry.",
+    ErrorCode.BUDGET_EXCEEDED: "The daily token or cost budget is spent; see retry_after.",
     ErrorCode.INTERNAL: "An internal error; the message says nothing internal.",
 }
 

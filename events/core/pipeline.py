@@ -9,6 +9,7 @@ client that comes back can resume from the log without gaps or repeats.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -19,9 +20,10 @@ from events.core.admission import Admission, Payload, PipelineConfig, Requester,
 from events.core.errors import ErrorCode, ProtocolError, to_protocol_error
 from events.core.stream import StreamState
 from services import log_context
+from services.budget import BudgetExceeded, Meter
 from services.generations import Generation, GenerationRegistry, StopReason
 from services.storage.streamlog import StreamLog, StreamMeta
-from services.upstream.base import Upstream
+from services.upstream.base import Chunk, Upstream
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +60,8 @@ class RequestEnd:
     first_token_s: float | None  # from accept to the first token
     duration_s: float  # from accept to the terminal event
     stop_reason: str | None  # why we stopped it (cancel, disconnect, abandoned, shutdown)
+    generation_id: str | None = None  # the upstream's response id (as in ``done``)
+    deltas: int = 0  # upstream deltas relayed (the token estimate when no usage came)
 
     def log_fields(self) -> Payload:
         usage = self.usage or {}
@@ -115,6 +119,7 @@ class _Run:
     started: float = field(default_factory=time.monotonic)
     first_event_at: float | None = None
     code: str | None = None  # the error code of an ``error`` end
+    deltas: int = 0  # upstream deltas relayed (what the budget meter counted)
 
 
 class ChatPipeline:
@@ -188,6 +193,9 @@ class ChatPipeline:
                 await self._admission.finished(gen.owner, run.ticket.slot)
             except Exception:
                 logger.exception("releasing the stream slot of %s failed", gen.request_id)
+        meter = run.ticket.meter
+        if meter is not None:  # the budget hook at the end: the real usage replaces the count
+            await _settle(meter, run.out.usage)
         self._report(run, event, payload)
 
     async def _generate(self, run: _Run) -> tuple[str, Payload]:
@@ -208,26 +216,46 @@ class ChatPipeline:
                     run, ProtocolError(ErrorCode.SERVER_SHUTDOWN, "The server is stopping.")
                 )
             return "done", self._done(run, "cancelled")
+        except BudgetExceeded as exc:
+            return self._error(
+                run,
+                ProtocolError(
+                    ErrorCode.BUDGET_EXCEEDED,
+                    "Your daily budget is spent; the answer was stopped.",
+                    retry_after=exc.retry_after,
+                ),
+            )
         except Exception as exc:
             return self._error(run, to_protocol_error(exc))
 
     async def _relay(self, run: _Run) -> None:
-        """Each batch's stream events: numbered, logged, then delivered."""
-        out, sink, key = run.out, run.sink, run.gen.key
-        async for batch in self.upstream.stream(run.body, gather_s=self.config.token_coalesce_s):
-            events = out.absorb(batch)
-            if sink.wants_raw:
-                await sink.raw([chunk.raw for chunk in batch])
-            if not events:
-                continue
-            if run.first_event_at is None:
-                run.first_event_at = time.monotonic()
-                self._observer.first_token(run.first_event_at - run.started)
-            for event, fields in events:
-                payload = {**run.base, "seq": out.seq, **fields}
-                out.seq += 1
-                await self._log.append(key, event, payload)
-                await sink.emit(event, payload)
+        """Each batch's stream events: numbered, logged, then delivered.
+
+        With a budget, each batch's deltas are counted after its events went out; once the
+        budget is crossed the stream stops (``BudgetExceeded``) and the upstream request is
+        closed, unless the answer has just finished: then it still ends with ``done``.
+        """
+        out, sink, key, meter = run.out, run.sink, run.gen.key, run.ticket.meter
+        stream = self.upstream.stream(run.body, gather_s=self.config.token_coalesce_s)
+        async with contextlib.aclosing(stream):  # a budget stop closes the upstream request
+            async for batch in stream:
+                events = out.absorb(batch)
+                if sink.wants_raw:
+                    await sink.raw([chunk.raw for chunk in batch])
+                if events:
+                    if run.first_event_at is None:
+                        run.first_event_at = time.monotonic()
+                        self._observer.first_token(run.first_event_at - run.started)
+                    for event, fields in events:
+                        payload = {**run.base, "seq": out.seq, **fields}
+                        out.seq += 1
+                        await self._log.append(key, event, payload)
+                        await sink.emit(event, payload)
+                deltas = _deltas(batch)
+                run.deltas += deltas
+                within = meter is None or await meter.spend(deltas)
+                if not within and out.finish_reason is None and meter is not None:
+                    raise BudgetExceeded(meter.retry_after())
 
     async def _end(self, run: _Run, event: str, payload: Payload) -> None:
         """Log the terminal event, keep a room's reply, then send the terminal event."""
@@ -265,6 +293,8 @@ class ChatPipeline:
             first_token_s=None if run.first_event_at is None else run.first_event_at - run.started,
             duration_s=time.monotonic() - run.started,
             stop_reason=gen.stop_reason.value if gen.stop_reason else None,
+            generation_id=out.generation_id,
+            deltas=run.deltas,
         )
         self._observer.finished(end)
         logger.info("request %s %s", gen.request_id, run.code or outcome, extra=end.log_fields())
@@ -280,3 +310,25 @@ class ChatPipeline:
     @staticmethod
     def _done(run: _Run, finish_reason: str) -> Payload:
         return {**run.base, **run.out.done_fields(finish_reason)}
+
+
+def _deltas(batch: list[Chunk]) -> int:
+    """Upstream deltas in a batch: each counts as one token until the real usage comes."""
+    return sum(1 for c in batch if c.content or c.reasoning or c.tool_calls)
+
+
+async def _settle(meter: Meter, usage: Payload | None) -> None:
+    reported = usage or {}
+    prompt, completion, cost = (
+        reported.get("prompt_tokens"),
+        reported.get("completion_tokens"),
+        reported.get("cost"),
+    )
+    try:
+        await meter.settle(
+            prompt if isinstance(prompt, int) else 0,
+            completion if isinstance(completion, int) else None,
+            float(cost) if isinstance(cost, int | float) else 0.0,
+        )
+    except Exception:
+        logger.exception("settling the budget of %s failed", meter.user)

@@ -262,6 +262,9 @@ def test_compose_app_is_wired_for_production() -> None:
         assert service["secrets"] == [{"source": "relay_secrets", "target": "/app/secrets.toml"}]
         assert service["healthcheck"]["test"] == ["CMD", *healthcheck_command()]
         assert service["depends_on"]["redis"]["condition"] == "service_healthy"
+        assert service["depends_on"]["postgres"]["condition"] == "service_healthy"
+        assert env["DATABASE_URL"].startswith("postgresql+asyncpg://relay:")
+        assert interpolate(env["DATABASE_URL"]).endswith("@postgres:5432/relay")
         assert service["restart"] in ("unless-stopped", "always", "on-failure")
         assert service["networks"] == ["relay"]
         assert service.get("command") is None, "the image's CMD is the start command"
@@ -273,6 +276,10 @@ def test_compose_app_is_wired_for_production() -> None:
     assert compose["networks"]["relay"]["name"] == "llm-relay"
     assert redis["healthcheck"]["test"] == ["CMD", "redis-cli", "ping"]
     assert redis["restart"] == "unless-stopped"
+    postgres = services["postgres"]
+    assert postgres["healthcheck"]["test"][:2] == ["CMD", "pg_isready"]
+    assert postgres["restart"] == "unless-stopped"
+    assert "ports" not in postgres  # reachable on the compose network only
     for service in services.values():
         assert set(service.get("networks", [])) <= set(compose["networks"])
         for volume in service.get("volumes", []):

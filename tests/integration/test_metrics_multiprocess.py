@@ -13,7 +13,14 @@ from pathlib import Path
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.harness import API_KEY, JWT_SECRET, Recorder, free_port, make_token
+from tests.harness import (
+    API_KEY,
+    JWT_SECRET,
+    Recorder,
+    free_port,
+    make_token,
+    scratch_database_url,
+)
 from tests.integration.test_metrics import value
 from tests.upstream_double import UpstreamDouble
 
@@ -43,6 +50,7 @@ async def test_workers_sharing_a_port_report_the_sum(
         "OPENROUTER_BASE_URL": upstream.base_url,
         "PROMETHEUS_MULTIPROC_DIR": str(tmp_path),
         "METRICS_REFRESH_S": "0.2",
+        "DATABASE_URL": scratch_database_url(),  # not in the metrics directory: *.db there
         "LOG_LEVEL": "warning",
     }
     proc = await asyncio.create_subprocess_exec(

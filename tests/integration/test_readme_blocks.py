@@ -9,6 +9,7 @@ import asyncio
 import os
 import re
 import shutil
+import sys
 
 import pytest
 
@@ -80,3 +81,28 @@ async def test_make_token_without_a_running_demo_says_what_to_do() -> None:
     assert "no server answered" in err.decode()
     assert "make run" in err.decode()
     assert "Traceback" not in err.decode()
+
+
+async def test_the_protocol_v2_python_tool_example_runs_as_written() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("## Protocol v2") :]
+    match = re.search(r"```python\n(.*?)```", section, re.S)
+    assert match is not None
+    server = await spawn_server({}, args=("--demo",))
+    try:
+        script = match.group(1).replace("127.0.0.1:8000", f"127.0.0.1:{server.port}")
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            script,
+            cwd=ROOT,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await asyncio.wait_for(proc.communicate(), 60)
+        assert proc.returncode == 0, err.decode()[-2000:]
+        # the function ran and the simulator's answer quotes its result
+        assert "Sunny, 21 °C in Paris" in out.decode(), out.decode()
+    finally:
+        await server.stop()

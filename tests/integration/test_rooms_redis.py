@@ -23,6 +23,7 @@ from tests.harness import (
     assert_clean_stream,
     free_port,
     run_server,
+    scratch_database_url,
     spawn_server,
 )
 from tests.integration.test_rooms import member, member_ids, say, wait_presence
@@ -58,6 +59,7 @@ def node_env(upstream: UpstreamDouble, redis_url: str, prefix: str) -> dict[str,
         "UPSTREAM_MAX_RETRIES": "0",
         "SHUTDOWN_GRACE_S": "1",
         "LOG_LEVEL": os.environ.get("TEST_NODE_LOG_LEVEL", "warning"),
+        "DATABASE_URL": scratch_database_url(),  # the nodes' one store, never ./relay.db
     }
 
 
