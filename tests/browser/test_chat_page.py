@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
-from playwright.async_api import Browser
+from playwright.async_api import Browser, expect
 
 from tests.browser.chatpage import ChatPage
 from tests.browser.conftest import PASSWORD
@@ -313,7 +313,8 @@ async def test_keyboard_only_on_a_phone_screen(open_page: OpenPage) -> None:
     await page.keyboard.press("Enter")
     await chat.wait_connected()
     # Focus lands on the message box by itself (the page may still be laying out).
-    await page.wait_for_function("document.activeElement?.id === 'prompt'", timeout=5_000)
+    # (a locator assertion, not wait_for_function: the page's CSP forbids eval for polling)
+    await expect(page.locator("#prompt")).to_be_focused(timeout=5_000)
     await page.keyboard.type("Hello from a phone")
     await page.keyboard.press("Enter")
     answer = await chat.latest_answer()
