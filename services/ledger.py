@@ -91,7 +91,7 @@ class Ledger:
     def backlog(self) -> tuple[int, int]:
         """Rows and messages waiting for the database, and those dropped so far."""
         return (
-            self.usage.pending + self.rooms.pending,
+            self.usage.unwritten + self.rooms.unwritten,
             self.usage.dropped + self.rooms.dropped,
         )
 

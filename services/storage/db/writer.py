@@ -46,10 +46,17 @@ class BatchWriter(Generic[T]):
         self.dropped = 0
         self.failing = False
         self._busy = False
+        self._in_flight = 0  # items of the batch being written now
 
     @property
     def pending(self) -> int:
+        """Items waiting for a write (what ``max_pending`` bounds)."""
         return len(self._items)
+
+    @property
+    def unwritten(self) -> int:
+        """Items not written yet: waiting, or in the batch being written now."""
+        return len(self._items) + self._in_flight
 
     def put(self, item: T) -> None:
         if len(self._items) >= self._max_pending:
@@ -94,6 +101,7 @@ class BatchWriter(Generic[T]):
                 continue
             batch = [self._items.popleft() for _ in range(min(self._batch_size, len(self._items)))]
             self._busy = True
+            self._in_flight = len(batch)
             try:
                 await self._write(batch)
             except asyncio.CancelledError:
@@ -114,6 +122,7 @@ class BatchWriter(Generic[T]):
                 continue
             finally:
                 self._busy = False
+                self._in_flight = 0
             self.written += len(batch)
             if self.failing:
                 logger.warning(
