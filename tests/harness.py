@@ -274,15 +274,20 @@ class SpawnedServer:
 
 
 async def spawn_server(
-    env: dict[str, str], *, args: tuple[str, ...] = (), ready_timeout: float = 20
+    env: dict[str, str],
+    *,
+    args: tuple[str, ...] = (),
+    ready_timeout: float = 20,
+    command: tuple[str, ...] = START_COMMAND[1:],
 ) -> SpawnedServer:
-    """Start ``python -m server`` with ``env`` (added to this process's) and wait until ready."""
+    """Start the server (``python -m server``, or ``python <command>``) with ``env`` (added to
+    this process's) and wait until ``/health`` answers."""
     import os
     import sys
 
     import aiohttp
 
-    port = free_port()
+    port = int(env["PORT"]) if "PORT" in env else free_port()
     full_env = {
         **os.environ,
         "HOST": "127.0.0.1",
@@ -292,7 +297,7 @@ async def spawn_server(
     }
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
-        *START_COMMAND[1:],
+        *command,
         *args,
         env=full_env,
         cwd=os.getcwd(),

@@ -2,16 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
-import os
-import sys
-import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
-import aiohttp
-
-from tests.harness import API_KEY, JWT_SECRET, SpawnedServer, free_port
+from tests.harness import API_KEY, JWT_SECRET, SpawnedServer, free_port, spawn_server
 
 PLAIN_UVICORN = ("-m", "uvicorn", "server.main:app")  # the other supported start command
 PYTHON_M_SERVER = ("-m", "server")
@@ -32,41 +26,12 @@ async def start(
     env: dict[str, str], argv: Sequence[str] = PYTHON_M_SERVER, ready_timeout: float = 30
 ) -> SpawnedServer:
     """A server process with ``env`` (over this one's), ready when ``/health`` answers."""
-    port = free_port()
-    extra = ("--host", "127.0.0.1", "--port", str(port)) if argv == PLAIN_UVICORN else ()
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        *argv,
-        *extra,
-        env={**os.environ, "HOST": "127.0.0.1", "PORT": str(port), **env},
-        cwd=os.getcwd(),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    spawned = SpawnedServer(proc, port)
-
-    async def pump() -> None:
-        assert proc.stdout is not None
-        async for line in proc.stdout:
-            spawned.output.append(line.decode(errors="replace"))
-
-    spawned._pump = asyncio.ensure_future(pump())  # type: ignore[attr-defined]
-    deadline = time.monotonic() + ready_timeout
-    async with aiohttp.ClientSession() as http:
-        while time.monotonic() < deadline:
-            if proc.returncode is not None:
-                break
-            try:
-                async with http.get(f"{spawned.url}/health") as resp:
-                    if resp.status == 200:
-                        return spawned
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.05)
-    if proc.returncode is None:
-        proc.kill()
-    await proc.wait()
-    raise RuntimeError("server did not start:\n" + "".join(spawned.output))
+    extra: tuple[str, ...] = ()
+    if tuple(argv) == PLAIN_UVICORN:  # uvicorn takes its address from the command line
+        port = free_port()
+        extra = ("--host", "127.0.0.1", "--port", str(port))
+        env = {**env, "PORT": str(port)}
+    return await spawn_server(env, command=tuple(argv), args=extra, ready_timeout=ready_timeout)
 
 
 @asynccontextmanager
