@@ -97,6 +97,7 @@ def resume_parts(
         block_s=block_s,
         op_timeout_s=settings.redis_timeout_s,
         lease_s=settings.node_lease_s,
+        flush_s=settings.stream_log_flush_ms / 1000,
         prefix=settings.redis_key_prefix,
         node_id=node_id,
         retention_s=settings.resume_retention_s,

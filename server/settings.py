@@ -94,6 +94,9 @@ class Settings(BaseSettings):
     # a node's lease in Redis: its streams count as orphaned (server_shutdown) this long
     # after its last heartbeat (invariant 6: within 20 s)
     node_lease_s: float = Field(12, gt=0, le=18)
+    # the stream log's writer gathers the appends of all this node's streams this long and
+    # sends them as one pipeline (a stream's first and terminal entries never wait)
+    stream_log_flush_ms: float = Field(5, ge=0, le=100)
 
     # durable store (usage ledger, room history) and budgets
     database_url: str = "sqlite+aiosqlite:///./relay.db"

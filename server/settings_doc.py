@@ -60,6 +60,8 @@ MEANINGS: dict[str, str] = {
     "fail at once until a trial call answers",
     "node_lease_s": "a dead node's streams end with `server_shutdown` for room members and "
     "`resume` this long after its last heartbeat (at most 18)",
+    "stream_log_flush_ms": "the resume log's writes of all streams of a node go to Redis "
+    "together, gathered this long (a stream's first and last events never wait; 0 = at once)",
     "database_url": "durable store of the usage ledger and room history: "
     "`sqlite+aiosqlite:///path` or `postgresql+asyncpg://…` (several nodes)",
     "database_timeout_s": "bound on every database call; readiness `checks.database` degrades",

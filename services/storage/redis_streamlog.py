@@ -17,15 +17,19 @@ writes); when it ends they expire ``retention_s`` later.  Nothing outlives that.
 Cheap appends, and why every client still gets every event exactly once
 -----------------------------------------------------------------------
 ``append`` does not wait for Redis: it numbers the event (entry ``i`` = ``seq`` ``i``)
-and queues it for the stream's one writer task, which sends whatever has queued as one
-pipeline, waits for it, then sends the next.  A token costs a list append; Redis sees
-one round trip per batch (as many tokens as arrived during the previous round trip).
+and queues it for the node's one writer (``services.storage.streamlog_writer``), which
+gathers the queued entries of *all* this node's streams for ``STREAM_LOG_FLUSH_MS`` and
+sends them as one pipeline, waits for it, then sends the next round.  A token costs a
+list append; Redis sees one round trip per round, whatever the number of streams.
 
-1. *The log is the request's events in order, without holes.*  One writer per stream
-   writes batches one after the other over connections that keep command order, and
-   every entry's id is its position, fixed when it was queued.  A batch that fails is
-   retried (entries already stored are skipped by id); if it is finally dropped, later
-   ids show the hole and a reader raises ``StreamLost`` rather than skip it.
+1. *The log is the request's events in order, without holes.*  The one writer sends
+   rounds one after the other over connections that keep command order; a round holds
+   each stream's entries in order, and every entry's id is its position, fixed when it
+   was queued, so a stream's log grows by a prefix-closed run of ids per round (even a
+   round cut short by a dying node or connection leaves each stream a prefix).  A round
+   that fails is retried (entries already stored are skipped by id, stream by stream);
+   if it is finally dropped, its streams are broken: later ids show the hole and a
+   reader raises ``StreamLost`` rather than skip it.
 2. *A reader gives each entry once, in order.*  ``tail(after_seq)`` reads from id
    ``0-(after_seq+2)`` and remembers the position it reached; ids are positions, so a
    late write can never be delivered twice or out of order (``XREAD`` only returns ids
@@ -38,11 +42,15 @@ one round trip per batch (as many tokens as arrived during the previous round tr
    writer flushes in order, and ``close`` waits until the terminal entry (and so every
    earlier one) is stored before the live terminal is emitted and before the request
    is forgotten.  A resume after ``done`` therefore finds the whole stream, and a
-   replay never ends before it has given every event its client missed.  The meta is
-   written by ``open`` before the request is acknowledged, so a client that drops
-   right after the ack can resume on any node.
-4. If the node running a stream dies, nothing more is written: a reader notices the
-   missing heartbeat and raises ``StreamLost("orphaned")`` instead of waiting forever.
+   replay never ends before it has given every event its client missed.  The flush
+   window only lets the log lag behind the live stream: no replay can end inside it,
+   since it waits for the terminal entry, and a stream's first and terminal entries
+   start a round at once.  The meta is written by ``open`` before the request is
+   acknowledged, so a client that drops right after the ack can resume on any node.
+4. If the node running a stream dies, nothing more is written — what was queued and
+   not yet sent (one window, plus a round in flight) is lost, the log keeps a prefix
+   of every stream — and a reader notices the missing heartbeat and raises
+   ``StreamLost("orphaned")`` instead of waiting forever (invariant 6).
    ``XREAD BLOCK`` runs on its own client (``blocking``) whose read timeout is longer
    than the block, so a silent stream is never mistaken for a Redis that hangs.
 
@@ -60,7 +68,6 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -69,13 +76,18 @@ from redis.exceptions import RedisError
 from redis.typing import EncodableT, FieldT
 
 from services.storage.streamlog import Event, StreamLost, StreamMeta, in_room
+from services.storage.streamlog_writer import (
+    MAX_PENDING,
+    BatchWriter,
+    LogStream,
+    index_of,
+)
 
 logger = logging.getLogger(__name__)
 
 LEASE_S = 12.0  # NODE_LEASE_S
 READ_COUNT = 1000
-WRITE_ATTEMPTS = 2  # the client already retries a dropped connection once
-MAX_PENDING = 2000  # queued events per stream before append waits for the writer
+FLUSH_S = 0.005  # STREAM_LOG_FLUSH_MS
 
 # Add a key to the request-id index and make the index live as long as its longest member.
 _INDEX_SCRIPT = """
@@ -85,15 +97,6 @@ local top = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
 if top[2] then redis.call('PEXPIREAT', KEYS[1], top[2]) end
 return 1
 """
-
-
-def _entry_id(index: int) -> str:
-    return f"0-{index + 1}"
-
-
-def _index_of(entry_id: Any) -> int:
-    text = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
-    return int(text.partition("-")[2]) - 1
 
 
 def _text(value: Any) -> str:
@@ -114,19 +117,6 @@ def _entries(response: Any) -> list[tuple[Any, dict[Any, Any]]]:
     return list(response[0][1])
 
 
-@dataclass(eq=False)
-class _Writer:
-    meta: StreamMeta
-    pending: list[tuple[int, str, bytes, bool]] = field(default_factory=list)
-    next_index: int = 0
-    closing: bool = False
-    wake: asyncio.Event = field(default_factory=asyncio.Event)
-    drained: asyncio.Event = field(default_factory=asyncio.Event)
-    refreshed_at: float = field(default_factory=time.monotonic)
-    task: asyncio.Task[None] | None = None  # None: Redis was out at open, nothing is kept
-    broken: bool = False  # a write failed: only the terminal entry is still tried
-
-
 class RedisStreamLog:
     def __init__(
         self,
@@ -141,6 +131,7 @@ class RedisStreamLog:
         op_timeout_s: float = 5.0,
         lease_s: float = LEASE_S,
         blocking: aioredis.Redis | None = None,
+        flush_s: float = FLUSH_S,
     ) -> None:
         self._redis = redis
         self._blocking = blocking or redis  # XREAD BLOCK: reads may take block_s
@@ -152,11 +143,27 @@ class RedisStreamLog:
         self._block_ms = max(int(block_s * 1000), 1)
         self._op_timeout_s = op_timeout_s
         self.lease_s = lease_s
-        self._writers: dict[str, _Writer] = {}
-        self.batches_written = 0  # round trips that stored events (for metrics)
-        self.events_written = 0
+        self._streams: dict[str, LogStream] = {}
         self._heartbeat: asyncio.Task[None] | None = None
         self._index = redis.register_script(_INDEX_SCRIPT)
+        self._writer = BatchWriter(
+            redis,
+            add_to_index=self._add_to_index,
+            flush_s=flush_s,
+            op_timeout_s=op_timeout_s,
+            retention_ms=self._retention_ms,
+            live_ttl_ms=self._live_ttl_ms,
+            max_events=max_events,
+        )
+
+    @property
+    def batches_written(self) -> int:
+        """Round trips that stored events (for metrics): one per round of the node's writer."""
+        return self._writer.batches_written
+
+    @property
+    def events_written(self) -> int:
+        return self._writer.events_written
 
     # -- keys ------------------------------------------------------------------------
 
@@ -176,9 +183,9 @@ class RedisStreamLog:
 
     async def open(self, meta: StreamMeta) -> None:
         key = meta.key
-        old = self._writers.pop(key, None)
-        if old is not None and old.task is not None:
-            old.task.cancel()
+        old = self._streams.pop(key, None)
+        if old is not None:
+            await self._writer.drop(old)
         if self._heartbeat is None:
             await self._beat()
             self._heartbeat = asyncio.create_task(self._heartbeats())
@@ -189,12 +196,12 @@ class RedisStreamLog:
             "node": self.node_id,
             "ended": "0",
         }
-        mkey = self._meta_key(key)
-        writer = _Writer(meta)
-        self._writers[key] = writer
+        lkey, mkey = self._log_key(key), self._meta_key(key)
+        stream = LogStream(meta, lkey, mkey, kept=False)
+        self._streams[key] = stream
         try:
             async with asyncio.timeout(self._op_timeout_s), self._redis.pipeline() as pipe:
-                pipe.delete(self._log_key(key), mkey)
+                pipe.delete(lkey, mkey)
                 pipe.hset(mkey, mapping=fields)
                 pipe.pexpire(mkey, self._live_ttl_ms)
                 await self._add_to_index(pipe, meta, self._live_ttl_ms)
@@ -207,7 +214,7 @@ class RedisStreamLog:
                 meta.request_id,
             )
             return
-        writer.task = asyncio.create_task(self._write(writer))
+        stream.kept = True
 
     async def _add_to_index(self, pipe: Any, meta: StreamMeta, ttl_ms: int) -> None:
         """Queue on ``pipe``: index ``meta.key`` under its request id until ``ttl_ms`` from now."""
@@ -219,118 +226,35 @@ class RedisStreamLog:
         )
 
     async def append(self, key: str, event: str, payload: dict[str, Any]) -> None:
-        writer = self._writers.get(key)
-        if writer is None or writer.closing or writer.task is None:
+        stream = self._streams.get(key)
+        if stream is None or stream.closing or not stream.kept:
             return
-        writer.pending.append((writer.next_index, event, orjson.dumps(payload), False))
-        writer.next_index += 1
-        writer.wake.set()
-        if len(writer.pending) >= MAX_PENDING and not writer.broken:
-            writer.drained.clear()  # Redis is slower than the upstream: wait, a while
-            try:
-                await asyncio.wait_for(writer.drained.wait(), self._op_timeout_s)
-            except TimeoutError:
-                self._break(writer)
+        self._writer.add(stream, event, orjson.dumps(payload), False)
+        full = len(stream.pending) >= MAX_PENDING and not stream.broken
+        # Redis is slower than the upstream: wait, a while
+        if full and not await self._writer.wait_drained(stream):
+            self._writer.break_stream(stream)
 
     async def close(self, key: str, event: str, payload: dict[str, Any]) -> None:
         """Queue the terminal event and wait until it (and all before it) is stored.
 
         The wait is bounded: a Redis that hangs must not hold back the live terminal.
+        The terminal entry starts a round at once (no flush window).
         """
-        writer = self._writers.get(key)
-        if writer is None or writer.closing:
+        stream = self._streams.get(key)
+        if stream is None or stream.closing:
             return
-        writer.pending.append((writer.next_index, event, orjson.dumps(payload), True))
-        writer.next_index += 1
-        writer.closing = True
-        writer.wake.set()
+        stream.closing = True
         try:
-            if writer.task is not None:
-                await asyncio.wait_for(asyncio.shield(writer.task), 2 * self._op_timeout_s)
+            if stream.kept:
+                self._writer.add(stream, event, orjson.dumps(payload), True)
+                async with asyncio.timeout(2 * self._op_timeout_s):
+                    await stream.ended.wait()
         except TimeoutError:
             logger.warning("stream log: the end of request %s is not stored", key)
         finally:
-            if self._writers.get(key) is writer:
-                del self._writers[key]
-
-    def _break(self, writer: _Writer) -> None:
-        if not writer.broken:
-            writer.broken = True
-            writer.pending = [entry for entry in writer.pending if entry[3]]
-            logger.error(
-                "stream log: Redis failed; the rest of request %s is not kept (a resume "
-                "of it ends with an error)",
-                writer.meta.request_id,
-            )
-
-    async def _write(self, writer: _Writer) -> None:
-        while True:
-            await writer.wake.wait()
-            writer.wake.clear()
-            batch, writer.pending = writer.pending, []
-            if writer.broken:  # only the terminal entry: readers see the gap before it
-                batch = [entry for entry in batch if entry[3]]
-            if batch and not await self._flush(writer, batch):
-                self._break(writer)
-            writer.drained.set()
-            if writer.closing and not writer.pending:
-                return
-
-    async def _flush(self, writer: _Writer, batch: list[tuple[int, str, bytes, bool]]) -> bool:
-        """Store ``batch`` (in order, after what is stored); ``False`` if Redis failed."""
-        ended = batch[-1][3]
-        now = time.monotonic()
-        refresh = ended or now - writer.refreshed_at > self._live_ttl_ms / 4000
-        for attempt in range(1 if writer.broken else WRITE_ATTEMPTS):
-            try:
-                async with asyncio.timeout(self._op_timeout_s):
-                    await self._store(writer.meta, batch, refresh=refresh, retry=attempt > 0)
-            except (RedisError, OSError, TimeoutError) as exc:
-                logger.warning(
-                    "stream log: writing request %s failed (%s), attempt %d",
-                    writer.meta.request_id,
-                    type(exc).__name__,
-                    attempt + 1,
-                )
-                continue
-            if refresh:
-                writer.refreshed_at = now
-            self.batches_written += 1
-            self.events_written += len(batch)
-            return True
-        return False
-
-    async def _store(
-        self,
-        meta: StreamMeta,
-        batch: list[tuple[int, str, bytes, bool]],
-        *,
-        refresh: bool,
-        retry: bool,
-    ) -> None:
-        """One pipeline: the entries (ids = positions), then TTLs and the index as due."""
-        lkey, mkey = self._log_key(meta.key), self._meta_key(meta.key)
-        ended = batch[-1][3]
-        ttl_ms = self._retention_ms if ended else self._live_ttl_ms
-        if retry:  # part of the batch may be stored already: skip what is
-            last = await self._redis.xrevrange(lkey, count=1)
-            stored = _index_of(last[0][0]) if last else -1
-            batch = [entry for entry in batch if entry[0] > stored]
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for index, event, data, end in batch:
-                entry: dict[FieldT, EncodableT] = {"e": event, "d": data}
-                if end:
-                    entry["end"] = "1"
-                pipe.xadd(
-                    lkey, entry, id=_entry_id(index), maxlen=self._max_events, approximate=True
-                )
-            if ended:
-                pipe.hset(mkey, "ended", "1")
-            if refresh:
-                pipe.pexpire(lkey, ttl_ms)
-                pipe.pexpire(mkey, ttl_ms)
-                await self._add_to_index(pipe, meta, ttl_ms)
-            await pipe.execute()
+            if self._streams.get(key) is stream:
+                del self._streams[key]
 
     async def _beat(self) -> None:
         with contextlib.suppress(RedisError, OSError, TimeoutError):
@@ -384,7 +308,7 @@ class RedisStreamLog:
     async def retained_from(self, key: str) -> int:
         async with asyncio.timeout(self._op_timeout_s):
             first = await self._redis.xrange(self._log_key(key), count=1)
-        return _index_of(first[0][0]) if first else 0
+        return index_of(first[0][0]) if first else 0
 
     async def tail(self, key: str, after_seq: int) -> AsyncIterator[Event]:
         lkey = self._log_key(key)
@@ -395,7 +319,7 @@ class RedisStreamLog:
             last: Any = await self._redis.xrevrange(lkey, count=1)
         for entry_id, fields in last or ():
             ended = _field(fields, "end") is not None
-            cursor = min(position, _index_of(entry_id) + (0 if ended else 1))
+            cursor = min(position, index_of(entry_id) + (0 if ended else 1))
         while True:
             async with asyncio.timeout(self._block_ms / 1000 + self._op_timeout_s):
                 response = await self._blocking.xread(
@@ -406,7 +330,7 @@ class RedisStreamLog:
                 await self._check_alive(key)
                 continue
             for entry_id, fields in entries:
-                index = _index_of(entry_id)
+                index = index_of(entry_id)
                 if index < cursor:
                     continue
                 if index > cursor and index > position:
@@ -435,12 +359,8 @@ class RedisStreamLog:
         return count
 
     async def aclose(self) -> None:
-        tasks = [w.task for w in self._writers.values() if w.task is not None]
-        if tasks:  # let queued events reach Redis, briefly
-            await asyncio.wait(tasks, timeout=2)
-            for task in tasks:
-                task.cancel()
-        self._writers.clear()
+        await self._writer.aclose(timeout_s=2)  # let queued events reach Redis, briefly
+        self._streams.clear()
         if self._heartbeat is not None:
             self._heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
