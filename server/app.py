@@ -98,13 +98,20 @@ def resume_parts(
         op_timeout_s=settings.redis_timeout_s,
         lease_s=settings.node_lease_s,
         flush_s=settings.stream_log_flush_ms / 1000,
+        lazy=settings.stream_log_lazy,
         prefix=settings.redis_key_prefix,
         node_id=node_id,
         retention_s=settings.resume_retention_s,
         # a safety net only (refreshed while the stream writes): longer than any pause
         live_ttl_s=settings.upstream_total_timeout_s + settings.resume_grace_s + 600,
     )
-    return log, RedisBus(redis, prefix=settings.redis_key_prefix, node_id=node_id)
+    bus = RedisBus(redis, prefix=settings.redis_key_prefix, node_id=node_id)
+
+    async def ask_node(node: str, key: str) -> bool:
+        return await bus.send(node, "materialize", key)
+
+    log.ask_node = ask_node
+    return log, bus
 
 
 def watch_remote_streams(

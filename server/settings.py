@@ -97,6 +97,9 @@ class Settings(BaseSettings):
     # the stream log's writer gathers the appends of all this node's streams this long and
     # sends them as one pipeline (a stream's first and terminal entries never wait)
     stream_log_flush_ms: float = Field(5, ge=0, le=100)
+    # a private stream's events stay in its node's memory until its client drops or
+    # someone resumes it (then they go to the log); room streams are always logged
+    stream_log_lazy: bool = True
 
     # durable store (usage ledger, room history) and budgets
     database_url: str = "sqlite+aiosqlite:///./relay.db"

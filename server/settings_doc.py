@@ -62,6 +62,9 @@ MEANINGS: dict[str, str] = {
     "`resume` this long after its last heartbeat (at most 18)",
     "stream_log_flush_ms": "the resume log's writes of all streams of a node go to Redis "
     "together, gathered this long (a stream's first and last events never wait; 0 = at once)",
+    "stream_log_lazy": "a private stream is logged only once its client drops or someone "
+    "resumes it (ended: one value); a node killed meanwhile ends its resumes with "
+    "`server_shutdown` and nothing of it replayed",
     "database_url": "durable store of the usage ledger and room history: "
     "`sqlite+aiosqlite:///path` or `postgresql+asyncpg://…` (several nodes)",
     "database_timeout_s": "bound on every database call; readiness `checks.database` degrades",

@@ -181,6 +181,9 @@ class Relay:
         if deliberate:
             self.registry.stop_connection(conn.conn_id, StopReason.DISCONNECT)
         else:
+            for gen in self.registry.for_connection(conn.conn_id):
+                if gen.room is None:  # a lazily kept stream goes to the log now
+                    self._spawn(self.log.materialize(gen.key))
             self.registry.detach_connection(conn.conn_id, self.resume_grace_s)
         command = "disconnect" if deliberate else "detach"
         for key, node in self._remote.pop(conn.conn_id, {}).items():
@@ -188,6 +191,8 @@ class Relay:
 
     async def _command(self, command: str, key: str) -> bool:
         """A command from another node for a generation of ours."""
+        if command == "materialize":  # a reader elsewhere wants a lazily kept stream
+            return await self.log.materialize(key)
         gen = self.registry.get(key)
         if gen is None:
             return False

@@ -5,7 +5,8 @@ on another node (behind a load balancer) and ``cancel`` or ``resume`` it there. 
 stream log's meta names the node; ``send(node, command, key)`` delivers the command
 there and returns what that node's handler answered (``False`` when no node
 answered in time).  Commands: ``cancel`` and ``disconnect`` stop the generation,
-``attach`` stops its grace timer (someone resumed it), ``detach`` starts it again.
+``attach`` stops its grace timer (someone resumed it), ``detach`` starts it again,
+``materialize`` writes a lazily kept stream to the log (a reader wants it).
 
 ``LocalBus`` serves one process; ``RedisBus`` uses Redis pub/sub, one channel per
 node, JSON messages (never pickle).
@@ -28,7 +29,7 @@ from redis.exceptions import RedisError
 logger = logging.getLogger(__name__)
 
 CommandHandler = Callable[[str, str], Awaitable[bool]]  # (command, key) -> handled?
-COMMANDS = frozenset({"cancel", "disconnect", "attach", "detach"})
+COMMANDS = frozenset({"cancel", "disconnect", "attach", "detach", "materialize"})
 REPLY_TIMEOUT_S = 2.0
 
 

@@ -5,7 +5,9 @@ Keys (``P`` = the key prefix, ``K`` = ``stream_key(owner, request_id)``):
 * ``P log:K`` — a Redis Stream; entry ``i`` of the request has the id ``0-(i+1)`` and
   fields ``e`` (event), ``d`` (payload, JSON by orjson; never pickle) and ``end`` on
   the terminal entry.  ``XADD … MAXLEN ~ max_events`` caps it.
-* ``P meta:K`` — a hash: ``request_id``, ``owner``, ``room``, ``node``, ``ended``.
+* ``P meta:K`` — a hash: ``request_id``, ``owner``, ``room``, ``node``, ``ended``, and
+  ``lazy`` ("1" while a private stream's events are kept only on its node, below).
+* ``P body:K`` — a lazy stream that ended lazily: all its events as one JSON list.
 * ``P rid:<request_id>`` — a sorted set of the keys with that request id (scored by
   their expiry), for ``find``/``find_in_room`` and ``forbidden`` vs ``not_found``.
 * ``P nodes:<node>`` — while this node has streams, its lease: a heartbeat key with a
@@ -54,6 +56,33 @@ list append; Redis sees one round trip per round, whatever the number of streams
    ``XREAD BLOCK`` runs on its own client (``blocking``) whose read timeout is longer
    than the block, so a silent stream is never mistaken for a Redis that hangs.
 
+Lazy private streams (``STREAM_LOG_LAZY``)
+------------------------------------------
+A private stream (no room) may be resumed by its owner only, and while the owner's
+connection is up it gets every event live: nobody needs its log yet.  So ``open``
+writes its meta as always (``find``, ``forbidden``, ``not_found`` work on every node)
+with ``lazy``, and ``append`` keeps its events in this node's memory only.  They go to
+the log (``materialize``: queued in order with ids 0…n-1, the stream eager and batched
+from then on, and only then ``lazy`` cleared in the meta):
+
+* when the owner's transport is lost (``events.core.relay``, a lost, not deliberate,
+  disconnect), so a resume anywhere finds them;
+* when anyone tails it — a ``resume`` from another connection of the owner, on any
+  node (invariant 4): ``tail`` sees ``lazy`` and materializes it (this node) or asks
+  its node over the node bus (``materialize``) and waits, bounded, for the meta to say
+  it is done; then it reads as above, so arguments 1–3 hold unchanged;
+* when it outgrows ``max_events``.
+
+A stream that ends still lazy is stored by ``close`` as one value (``P body:K``, ended
+set in the meta) before its live terminal goes out; a tail of it gives that value
+(after ``after_seq``, the terminal always).  One command per request instead of one
+``XADD`` per event.  What it gives up: if the node dies while the owner is still
+connected, nothing of the stream was logged, and a resume elsewhere gets
+``server_shutdown`` at once (``StreamLost("orphaned")``: the reader finds the node's
+lease gone) — invariant 6 ("after what was logged of it") holds, but the events the
+owner missed in flight at the crash are not recoverable as they are with the eager log.
+Room streams (members on other nodes may resume them any time) are always eager.
+
 When Redis fails the live stream goes on regardless (every call has a timeout, and
 ``close`` waits for the writer a bounded time): a stream opened while Redis is out is
 simply not resumable; one whose writes fail is kept no further, but its terminal entry
@@ -67,7 +96,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -88,6 +117,8 @@ logger = logging.getLogger(__name__)
 LEASE_S = 12.0  # NODE_LEASE_S
 READ_COUNT = 1000
 FLUSH_S = 0.005  # STREAM_LOG_FLUSH_MS
+UNLAZY_TRIES = 40  # a reader asks a lazy stream's node this often, UNLAZY_PAUSE_S apart
+UNLAZY_PAUSE_S = 0.5
 
 # Add a key to the request-id index and make the index live as long as its longest member.
 _INDEX_SCRIPT = """
@@ -132,6 +163,7 @@ class RedisStreamLog:
         lease_s: float = LEASE_S,
         blocking: aioredis.Redis | None = None,
         flush_s: float = FLUSH_S,
+        lazy: bool = False,
     ) -> None:
         self._redis = redis
         self._blocking = blocking or redis  # XREAD BLOCK: reads may take block_s
@@ -144,6 +176,10 @@ class RedisStreamLog:
         self._op_timeout_s = op_timeout_s
         self.lease_s = lease_s
         self._streams: dict[str, LogStream] = {}
+        self._lazy = lazy
+        # asks ``node`` to materialize ``key`` (the node bus); None: one node only
+        self.ask_node: Callable[[str, str], Awaitable[bool]] | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
         self._heartbeat: asyncio.Task[None] | None = None
         self._index = redis.register_script(_INDEX_SCRIPT)
         self._writer = BatchWriter(
@@ -179,6 +215,9 @@ class RedisStreamLog:
     def _node_key(self, node: str) -> str:
         return f"{self._prefix}nodes:{node}"
 
+    def _body_key(self, key: str) -> str:
+        return f"{self._prefix}body:{key}"
+
     # -- writing ---------------------------------------------------------------------
 
     async def open(self, meta: StreamMeta) -> None:
@@ -196,12 +235,15 @@ class RedisStreamLog:
             "node": self.node_id,
             "ended": "0",
         }
+        lazy = self._lazy and meta.room is None  # a room's members may resume it any time
+        if lazy:
+            fields["lazy"] = "1"
         lkey, mkey = self._log_key(key), self._meta_key(key)
-        stream = LogStream(meta, lkey, mkey, kept=False)
+        stream = LogStream(meta, lkey, mkey, kept=False, lazy=[] if lazy else None)
         self._streams[key] = stream
         try:
             async with asyncio.timeout(self._op_timeout_s), self._redis.pipeline() as pipe:
-                pipe.delete(lkey, mkey)
+                pipe.delete(lkey, mkey, self._body_key(key))
                 pipe.hset(mkey, mapping=fields)
                 pipe.pexpire(mkey, self._live_ttl_ms)
                 await self._add_to_index(pipe, meta, self._live_ttl_ms)
@@ -229,6 +271,11 @@ class RedisStreamLog:
         stream = self._streams.get(key)
         if stream is None or stream.closing or not stream.kept:
             return
+        if stream.lazy is not None:
+            stream.lazy.append((event, payload))  # the pipeline never changes a sent payload
+            if len(stream.lazy) >= self._max_events:  # too long to keep here
+                self._spawn(self.materialize(key))
+            return
         self._writer.add(stream, event, orjson.dumps(payload), False)
         full = len(stream.pending) >= MAX_PENDING and not stream.broken
         # Redis is slower than the upstream: wait, a while
@@ -246,15 +293,71 @@ class RedisStreamLog:
             return
         stream.closing = True
         try:
-            if stream.kept:
+            if stream.kept and stream.lazy is not None:
+                await self._store_body(stream, [*stream.lazy, (event, payload)])
+            elif stream.kept:
                 self._writer.add(stream, event, orjson.dumps(payload), True)
                 async with asyncio.timeout(2 * self._op_timeout_s):
                     await stream.ended.wait()
         except TimeoutError:
             logger.warning("stream log: the end of request %s is not stored", key)
         finally:
+            stream.ended.set()
             if self._streams.get(key) is stream:
                 del self._streams[key]
+
+    async def _store_body(self, stream: LogStream, events: list[Event]) -> None:
+        """A lazy stream's end: all its events as one value, for a resume after it ended."""
+        ttl_ms = self._retention_ms
+        body = orjson.dumps(events)
+        try:
+            async with (
+                asyncio.timeout(self._op_timeout_s),
+                self._redis.pipeline(transaction=False) as pipe,
+            ):
+                pipe.set(self._body_key(stream.meta.key), body, px=ttl_ms)
+                pipe.hset(stream.meta_key, "ended", "1")
+                pipe.pexpire(stream.meta_key, ttl_ms)
+                await self._add_to_index(pipe, stream.meta, ttl_ms)
+                await pipe.execute()
+        except (RedisError, OSError, TimeoutError) as exc:
+            logger.warning(
+                "stream log: the end of request %s is not stored (%s)",
+                stream.meta.request_id,
+                type(exc).__name__,
+            )
+            return
+        self._writer.batches_written += 1
+        self._writer.events_written += len(events)
+
+    async def materialize(self, key: str) -> bool:
+        """Write a lazy stream of this node to the log and keep it there from now on.
+
+        ``True`` when the log (or, for a lazy stream that ended, its body) has it or soon
+        will; ``False`` when this node does not run ``key``.
+        """
+        stream = self._streams.get(key)
+        if stream is None:
+            return False
+        if stream.closing:  # a lazy end is writing its body: let it finish
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(2 * self._op_timeout_s):
+                    await stream.ended.wait()
+            return True
+        events, stream.lazy = stream.lazy, None
+        if events is None:
+            return True  # eager already
+        for event, payload in events:  # ids 0…n-1, in order, before any later append
+            self._writer.add(stream, event, orjson.dumps(payload), False)
+        with contextlib.suppress(RedisError, OSError, TimeoutError):
+            async with asyncio.timeout(self._op_timeout_s):
+                await self._redis.hset(stream.meta_key, "lazy", "0")
+        return True
+
+    def _spawn(self, coro: Awaitable[Any]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _beat(self) -> None:
         with contextlib.suppress(RedisError, OSError, TimeoutError):
@@ -290,6 +393,7 @@ class RedisStreamLog:
             room=data.get("room") or None,
             node=data.get("node") or None,
             ended=data.get("ended") == "1",
+            lazy=data.get("lazy") == "1",
         )
 
     async def find(self, request_id: str) -> list[StreamMeta]:
@@ -313,6 +417,13 @@ class RedisStreamLog:
     async def tail(self, key: str, after_seq: int) -> AsyncIterator[Event]:
         lkey = self._log_key(key)
         position = max(after_seq + 1, 0)  # deliver entries from this index on…
+        meta = await self.meta(key)
+        if meta is not None and meta.lazy:
+            meta = await self._unlazy(meta)
+            if meta.lazy:  # it ended lazily: its body holds it all
+                for event in await self._body(key, position):
+                    yield event
+                return
         # …and read from here: never past the terminal entry, which is given in any case
         cursor = 0  # (an empty stream: from its start)
         async with asyncio.timeout(self._op_timeout_s):
@@ -342,6 +453,35 @@ class RedisStreamLog:
                 if end:
                     return
 
+    async def _unlazy(self, meta: StreamMeta) -> StreamMeta:
+        """Have a lazy stream's node write it to the log; its meta once it is there
+        (``lazy`` still set: it ended lazily, its body holds it)."""
+        for _ in range(UNLAZY_TRIES):
+            if meta.ended or not meta.lazy:
+                return meta
+            if meta.node == self.node_id:
+                await self.materialize(meta.key)
+            elif meta.node is not None and self.ask_node is not None:
+                await self.ask_node(meta.node, meta.key)
+            again = await self.meta(meta.key)
+            if again is None:
+                raise StreamLost("expired")
+            meta = again
+            if meta.lazy and not meta.ended:
+                if meta.node is None or not await self.node_alive(meta.node):
+                    raise StreamLost("orphaned")  # it died with the events in its memory
+                await asyncio.sleep(UNLAZY_PAUSE_S)
+        raise StreamLost("orphaned")
+
+    async def _body(self, key: str, position: int) -> list[Event]:
+        async with asyncio.timeout(self._op_timeout_s):
+            raw = await self._redis.get(self._body_key(key))
+        if raw is None:
+            raise StreamLost("expired")
+        events = [(str(e), p) for e, p in orjson.loads(raw)]
+        last = len(events) - 1
+        return [event for i, event in enumerate(events) if i >= position or i == last]
+
     async def _check_alive(self, key: str) -> None:
         """Nothing new for a while: is the stream still there, and its node?"""
         meta = await self.meta(key)
@@ -359,6 +499,8 @@ class RedisStreamLog:
         return count
 
     async def aclose(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
         await self._writer.aclose(timeout_s=2)  # let queued events reach Redis, briefly
         self._streams.clear()
         if self._heartbeat is not None:

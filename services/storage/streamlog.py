@@ -33,6 +33,7 @@ class StreamMeta:
     room: str | None = None
     node: str | None = None  # the node running the generation (None: this process)
     ended: bool = False  # the terminal event is in the log
+    lazy: bool = False  # its events are kept on its node until someone may need them
 
 
 class StreamLost(Exception):
@@ -69,6 +70,11 @@ class StreamLog(Protocol):
     def tail(self, key: str, after_seq: int) -> AsyncIterator[Event]: ...
     async def size(self) -> int:
         """How many streams the log holds (live and retained)."""
+        ...
+
+    async def materialize(self, key: str) -> bool:
+        """Make a lazily kept stream of this node readable from the log (see
+        ``services.storage.redis_streamlog``); ``False`` if this node does not run it."""
         ...
 
     async def aclose(self) -> None: ...
@@ -196,6 +202,9 @@ class MemoryStreamLog:
 
     async def size(self) -> int:
         return len(self._records)
+
+    async def materialize(self, key: str) -> bool:
+        return key in self._records  # one process: always readable
 
     async def aclose(self) -> None:
         records = list(self._records.values())

@@ -64,6 +64,7 @@ class LogStream:
     log_key: str
     meta_key: str
     kept: bool = True  # False: Redis was out at open, nothing of it is written
+    lazy: list[tuple[str, dict[str, Any]]] | None = None  # lazy: its events, in memory only
     pending: list[Entry] = field(default_factory=list)
     next_index: int = 0
     closing: bool = False
