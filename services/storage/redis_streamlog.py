@@ -70,7 +70,7 @@ from then on, and only then ``lazy`` cleared in the meta):
 * when anyone tails it — a ``resume`` from another connection of the owner, on any
   node (invariant 4): ``tail`` sees ``lazy`` and materializes it (this node) or asks
   its node over the node bus (``materialize``) and waits, bounded, for the meta to say
-  it is done; then it reads as above, so arguments 1–3 hold unchanged;
+  it is done; then it reads as above, so arguments 1 to 3 hold unchanged;
 * when it outgrows ``max_events``.
 
 A stream that ends still lazy is stored by ``close`` as one value (``P body:K``, ended
