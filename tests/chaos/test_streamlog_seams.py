@@ -151,3 +151,41 @@ async def test_many_streams_of_one_node_resume_on_another_exactly_once_in_order(
             assert rec.text(request_id) == "".join(TOKENS[starts[request_id] : 80])
     finally:
         await stop(nodes)
+
+
+@pytest.mark.chaos("2 node loss (SIGKILL)")
+async def test_a_lazy_stream_is_logged_once_its_client_drops_and_survives_its_node(
+    upstream: UpstreamDouble, recorders: Callable[[], Recorder], private_redis: PrivateRedis
+) -> None:
+    """The owner's transport is lost: the node writes what it kept of its private streams
+    to the log at once.  Then the node is killed: a resume elsewhere gets all the owner
+    had seen (and more), gapless, then ``server_shutdown``."""
+    upstream.scenarios["steady"] = STEADY
+    nodes = await two_nodes(upstream, private_redis[0])  # lazy: the default
+    one, two = nodes
+    try:
+        alice = await connect(one.url, recorders())
+        ids = ["d1", "d2"]
+        for request_id in ids:
+            assert (await alice.call("chat", chat(request_id, "double/steady")))["ok"] is True
+        for request_id in ids:
+            await wait_seq(alice, request_id, 20)
+        await alice.drop()
+        seen = {request_id: last_live_seq(alice, request_id) for request_id in ids}
+        await asyncio.sleep(1.0)  # the node notices the lost transport
+        one.proc.send_signal(signal.SIGKILL)
+        await one.proc.wait()
+        back = await connect(two.url, recorders())
+        for request_id in ids:
+            ack = await back.call("resume", {"request_id": request_id, "last_seq": -1})
+            assert ack == {"ok": True}, ack
+        for request_id in ids:
+            await back.terminal(request_id, timeout=INVARIANT_S)
+            event, data = assert_resumed_stream(back, request_id, 0)
+            assert (event, data.get("code")) == ("error", "server_shutdown"), f"lost: {data}"
+            logged = last_live_seq(back, request_id)
+            assert logged >= seen[request_id], f"lost: logged {logged} < seen {seen}"
+            got = [t["content"] for t in back.tokens(request_id)]
+            assert got == TOKENS[: len(got)], f"lost: {request_id} replayed other text"
+    finally:
+        await stop(nodes)
