@@ -392,8 +392,13 @@ def _print_line(scenario: Scenario, result: dict[str, Any]) -> None:
     lat = result.get("latency_ms") or {}
     ttft = result.get("ttft_ms") or {}
     cpu = result.get("cpu_per_100k")
+    redis = ""
+    if result.get("redis_ops_per_token") is not None:
+        redis = (
+            f" + Redis {result['redis_cpu_s']:.2f}s, {result['redis_ops_per_token']:.2f} ops/token"
+        )
     print(
-        f"    {result['tokens_per_s']:.0f} tok/s, cpu {result['cpu_s']:.2f}s"
+        f"    {result['tokens_per_s']:.0f} tok/s, cpu {result['cpu_s']:.2f}s{redis}"
         f" ({cpu or 0:.2f}s/100k), ttft p99 {ttft.get('p99', 0):.1f} ms,"
         f" latency p50/p99 {lat.get('p50', 0):.1f}/{lat.get('p99', 0):.1f} ms,"
         f" events/req {result.get('events_per_request_mean', 0):.0f}, violations {bad}",
