@@ -87,6 +87,7 @@ def sizing_basis(report: dict[str, Any]) -> dict[str, float] | None:
                 "ops_per_token": ops / deltas,
                 "ops_per_cpu_s": ops / cpu,
                 "tokens_per_cpu_s": deltas / cpu,
+                "relay_cpu_per_100k": get(paced, ("relay_cpu_per_100k",)) or 0.0,
                 "target_processes": float(processes),
             }
     return None
@@ -107,12 +108,15 @@ def sizing(report: dict[str, Any], tokens_per_s_per_stream: float | None = None)
         f" ({basis['tokens_per_cpu_s']:,.0f} tokens per Redis CPU second).",
         "",
     ]
+    relay = basis["relay_cpu_per_100k"]
     for streams in SIZING_STREAMS:
         ops = streams * rate * per_token
         cores = ops / per_s
         lines.append(
             f"- {streams:,} streams x {rate:g} tokens/s x {per_token:.2f} ops/token"
-            f" = {ops:,.0f} ops/s ÷ {per_s:,.0f} ops/s per core = **{cores:.1f} Redis cores**"
+            f" = {ops:,.0f} ops/s ÷ {per_s:,.0f} ops/s per core = **{cores:.1f} Redis cores**;"
+            f" relay processes: {streams * rate:,.0f} tokens/s x {relay:.2f} CPU s / 100k tokens"
+            f" = {streams * rate * relay / 100_000:,.0f} cores"
         )
     return "\n".join(lines)
 

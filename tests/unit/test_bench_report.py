@@ -94,6 +94,7 @@ def test_a_violation_anywhere_fails_and_missing_targets_are_left_out() -> None:
 def scale_report() -> dict[str, Any]:
     def redis_paced(cpu: float, redis_cpu_s: float, ops: int) -> dict[str, Any]:
         extra = {"redis_cpu_per_100k": 1.0, "redis_ops_total": ops, "redis_cpu_s": redis_cpu_s}
+        extra["relay_cpu_per_100k"] = cpu - 1.0
         return chat(cpu, deltas=60_000, redis_ops_per_token=ops / 60_000, **extra)
 
     return report(
@@ -123,6 +124,8 @@ def test_sizing_shows_the_arithmetic_from_the_largest_redis_run() -> None:
     assert "10,000 streams x 50 tokens/s x 0.67 ops/token = 333,333 ops/s" in text
     assert "**4.2 Redis cores**" in text
     assert "**41.7 Redis cores**" in text
+    # and the relay processes: 500,000 tokens/s x 5.00 CPU s / 100k tokens = 25 cores
+    assert "500,000 tokens/s x 5.00 CPU s / 100k tokens = 25 cores" in text
     assert "no sizing" in readme(report({"ours": {"paced": chat(4.0)}}))
 
 
