@@ -81,8 +81,9 @@ class Target:
             urls.append(f"http://127.0.0.1:{port}")
         running = Running(procs, urls)
         try:
+            # N processes importing at once on a busy 2-core machine: 4 took 30 s once
             for proc, url in zip(procs, urls, strict=True):
-                await wait_http(f"{url}/health", proc)
+                await wait_http(f"{url}/health", proc, within_s=30 * self.workers)
         except BaseException:
             await running.stop()
             raise
