@@ -332,7 +332,7 @@ async def run(args: argparse.Namespace) -> int:
         if target.kind == "ours" and extra_env:
             target = Target(**{**target.__dict__, "env": {**target.env, **extra_env}})
         targets.append(target)
-    name = args.name or ("quick" if args.quick else "latest")
+    name = args.name or ("quick" if args.quick else "scale" if args.scale else "latest")
     out: Path = args.out
     log_dir = out / "logs" / name
     if log_dir.exists():
