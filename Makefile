@@ -88,9 +88,10 @@ format:
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
+## The benchmark (bench/README.md); e.g. `make bench BENCH_ARGS=--scale` for 1/2/4 processes on Redis
 bench: install-dev node-deps
 	$(SYNC) --group bench
-	$(BIN)/python -m bench
+	$(BIN)/python -m bench $(BENCH_ARGS)
 
 ## Update the lock to the newest versions pyproject.toml allows (then run make test)
 lock: | $(UV)

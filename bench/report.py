@@ -1,9 +1,11 @@
-"""The table, the us/peer ratios, the acceptance checks of issue 10, and the chart."""
+"""The table, the us/peer ratios, Redis's top commands, the acceptance printout, and the chart."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
+
+from bench.redisstats import top
 
 OURS, PEER = "ours", "peer"
 
@@ -11,8 +13,10 @@ OURS, PEER = "ours", "peer"
 ROWS: dict[str, list[tuple[str, tuple[str, ...], str]]] = {
     "chat": [
         ("tokens/s", ("tokens_per_s",), "{:.0f}"),
-        ("server CPU s / 100k tokens", ("cpu_per_100k",), "{:.2f}"),
-        ("server CPU s", ("cpu_s",), "{:.2f}"),
+        ("server CPU s / 100k tokens (Redis incl.)", ("cpu_per_100k",), "{:.2f}"),
+        ("  relay processes", ("relay_cpu_per_100k",), "{:.2f}"),
+        ("  Redis", ("redis_cpu_per_100k",), "{:.2f}"),
+        ("relay CPU s", ("cpu_s",), "{:.2f}"),
         ("TTFT p50 ms", ("ttft_ms", "p50"), "{:.1f}"),
         ("TTFT p99 ms", ("ttft_ms", "p99"), "{:.1f}"),
         ("added latency p50 ms", ("latency_ms", "p50"), "{:.1f}"),
@@ -20,6 +24,7 @@ ROWS: dict[str, list[tuple[str, tuple[str, ...], str]]] = {
         ("token events / request", ("events_per_request_mean",), "{:.0f}"),
         ("protocol violations", ("violations_total",), "{:.0f}"),
         ("Redis CPU s", ("redis_cpu_s",), "{:.2f}"),
+        ("Redis ops / token", ("redis_ops_per_token",), "{:.2f}"),
         ("load generator CPU s", ("client_cpu_s",), "{:.2f}"),
         ("upstream CPU s", ("upstream_cpu_s",), "{:.2f}"),
     ],
@@ -41,7 +46,7 @@ RATIO_KEYS = {
 }
 
 
-def _get(result: dict[str, Any] | None, path: tuple[str, ...]) -> float | None:
+def get(result: dict[str, Any] | None, path: tuple[str, ...]) -> float | None:
     value: Any = result
     for key in path:
         if not isinstance(value, dict):
@@ -69,7 +74,7 @@ def ratios(report: dict[str, Any]) -> dict[str, dict[str, dict[str, float]]]:
                 continue
             row: dict[str, float] = {}
             for metric, path in RATIO_KEYS.items():
-                ours, theirs = _get(by_scenario[scenario], path), _get(base, path)
+                ours, theirs = get(by_scenario[scenario], path), get(base, path)
                 if ours is not None and theirs:
                     row[metric] = round(ours / theirs, 3)
             out.setdefault(scenario, {})[target] = row
@@ -85,53 +90,6 @@ def coalesce_ms(report: dict[str, Any]) -> float:
     return float(Settings.model_fields["token_coalesce_ms"].default)
 
 
-def acceptance(report: dict[str, Any]) -> list[dict[str, Any]]:
-    """Issue 10's acceptance points, checked on this run (ours = one process)."""
-    res = report["results"]
-    ours, peer = res.get(OURS, {}), res.get(PEER, {})
-    window = coalesce_ms(report)
-    checks: list[dict[str, Any]] = []
-
-    def check(name: str, value: float | None, limit: float | None) -> None:
-        ok = value is not None and limit is not None and value <= limit
-        checks.append({"check": name, "value": value, "limit": limit, "ok": ok})
-
-    for scenario in ("burst", "paced"):
-        if scenario in ours and scenario in peer:
-            check(
-                f"{scenario}: CPU s/100k tokens ≤ peer's",
-                _get(ours[scenario], ("cpu_per_100k",)),
-                _get(peer[scenario], ("cpu_per_100k",)),
-            )
-    if "paced" in ours and "paced" in peer:
-        peer_p99 = _get(peer["paced"], ("latency_ms", "p99"))
-        limit = None if peer_p99 is None else min(peer_p99 + window, 50.0)
-        check(
-            f"paced: added latency p99 ≤ min(peer p99 + {window:g} ms, 50 ms)",
-            _get(ours["paced"], ("latency_ms", "p99")),
-            limit,
-        )
-        peer_ttft = _get(peer["paced"], ("ttft_ms", "p99"))
-        check(
-            "paced: TTFT p99 ≤ 1.5 x peer's",
-            _get(ours["paced"], ("ttft_ms", "p99")),
-            None if peer_ttft is None else 1.5 * peer_ttft,
-        )
-    if "idle" in ours and "idle" in peer:
-        peer_rss = _get(peer["idle"], ("rss_per_conn_kb",))
-        check(
-            "idle: RSS per connection ≤ 2 x peer's",
-            _get(ours["idle"], ("rss_per_conn_kb",)),
-            None if peer_rss is None else 2 * peer_rss,
-        )
-    total = 0.0
-    for by_scenario in res.values():
-        for result in by_scenario.values():
-            total += sum(result.get("violations", {}).values())
-    check("protocol violations, every target and scenario", total, 0)
-    return checks
-
-
 def _fmt(value: float | None, fmt: str) -> str:
     return "—" if value is None else fmt.format(value)
 
@@ -145,7 +103,7 @@ def table(report: dict[str, Any]) -> str:
         header = ["", *targets, "ours/peer"]
         body: list[list[str]] = []
         for label, path, fmt in rows:
-            cells = [_fmt(_get(report["results"][t].get(scenario), path), fmt) for t in targets]
+            cells = [_fmt(get(report["results"][t].get(scenario), path), fmt) for t in targets]
             metric = next((m for m, p in RATIO_KEYS.items() if p == path), None)
             ratio = rat.get(scenario, {}).get(OURS, {}).get(metric) if metric else None
             body.append([label, *cells, _fmt(ratio, "{:.2f}x")])
@@ -153,7 +111,21 @@ def table(report: dict[str, Any]) -> str:
         lines.append("| " + " | ".join(header) + " |")
         lines.append("|" + "---|" * len(header))
         lines.extend("| " + " | ".join(row) + " |" for row in body)
+        lines.extend(redis_top_lines(report, scenario))
     return "\n".join(lines)
+
+
+def redis_top_lines(report: dict[str, Any], scenario: str, n: int = 6) -> list[str]:
+    """Per Redis target: its most called commands in this scenario, calls per token."""
+    lines = []
+    for target, by_scenario in report["results"].items():
+        result = by_scenario.get(scenario) or {}
+        deltas, ops = result.get("deltas"), result.get("redis_ops")
+        if not deltas or not ops:
+            continue
+        cells = ", ".join(f"{name} {calls / deltas:.3f}" for name, calls in top(ops, n))
+        lines.append(f"Redis commands per token, {target}: {cells}")
+    return lines
 
 
 def describe_machine(m: dict[str, Any]) -> str:
@@ -167,8 +139,11 @@ def describe_machine(m: dict[str, Any]) -> str:
 def print_report(report: dict[str, Any]) -> None:
     print("\n" + describe_machine(report["machine"]))
     print(table(report))
-    print("\nacceptance (issue 10):")
+    issue = None
     for item in report.get("acceptance", []):
+        if item.get("issue", 10) != issue:
+            issue = item.get("issue", 10)
+            print(f"\nacceptance (issue {issue}):")
         mark = "PASS" if item["ok"] else "FAIL"
         value = _fmt(item["value"], "{:.2f}")
         limit = _fmt(item["limit"], "{:.2f}")
@@ -186,7 +161,16 @@ def write_chart(report: dict[str, Any], path: Path) -> Path | None:
         return None
     targets = list(report["targets"])
     labels = [report["targets"][t] for t in targets]
-    palette = {"before": "#a0aec0", "ours": "#2b6cb0", "ours-2w": "#68a0d8", "peer": "#dd6b20"}
+    palette = {
+        "before": "#a0aec0",
+        "ours": "#2b6cb0",
+        "ours-uvicorn": "#4c51bf",
+        "ours-redis-1": "#3182ce",
+        "ours-uvicorn-redis": "#805ad5",
+        "ours-2w": "#68a0d8",
+        "ours-4w": "#90cdf4",
+        "peer": "#dd6b20",
+    }
     colors = [palette.get(t, "#38a169") for t in targets]
     panels = [
         ("CPU s per 100k tokens (lower is better)", ("cpu_per_100k",), ["burst", "paced"]),
@@ -203,7 +187,7 @@ def write_chart(report: dict[str, Any], path: Path) -> Path | None:
         scenarios = [s for s in scenarios if s in report["scenarios"]]
         width = 0.8 / max(len(targets), 1)
         for i, (target, color) in enumerate(zip(targets, colors, strict=False)):
-            values = [_get(report["results"][target].get(s), key) or 0 for s in scenarios]
+            values = [get(report["results"][target].get(s), key) or 0 for s in scenarios]
             xs = [j + i * width for j in range(len(scenarios))]
             bars = ax.bar(xs, values, width, color=color, label=labels[i])
             ax.bar_label(bars, fmt="%.1f", fontsize=7)
@@ -224,15 +208,27 @@ def write_chart(report: dict[str, Any], path: Path) -> Path | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m bench.report RESULT.json``: print a saved run's table again."""
+    """``python -m bench.report RESULT.json``: print a saved run's table again (the
+    acceptance checks recomputed with today's rules); ``--readme``: the README's scale-out
+    table and Redis sizing instead."""
     import argparse
     import json
+
+    from bench.acceptance import acceptance
+    from bench.scaleout import readme
 
     parser = argparse.ArgumentParser(prog="python -m bench.report")
     parser.add_argument("result", type=Path)
     parser.add_argument("--chart", action="store_true", help="write the PNG next to it again")
+    parser.add_argument(
+        "--readme", action="store_true", help="print the README's scale-out table (markdown)"
+    )
     args = parser.parse_args(argv)
     report = json.loads(args.result.read_text())
+    if args.readme:
+        print(readme(report))
+        return 0
+    report["acceptance"] = acceptance(report)
     print_report(report)
     if args.chart:
         print(write_chart(report, args.result.with_suffix(".png")))

@@ -22,11 +22,22 @@ from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from bench import redisstats
+from bench.acceptance import acceptance
 from bench.procs import LoadRun, Proc, free_port, node_binary, start, wait_port
 from bench.profile import Profiler
-from bench.report import acceptance, print_report, ratios, write_chart
+from bench.report import print_report, ratios, write_chart
 from bench.scenarios import FULL, QUICK, WARMUP, Scenario
-from bench.targets import BENCH_DIR, NODE_DIR, RunContext, Running, Target, default_targets
+from bench.targets import (
+    BENCH_DIR,
+    DEFAULT_TARGETS,
+    NODE_DIR,
+    SCALE_TARGETS,
+    RunContext,
+    Running,
+    Target,
+    all_targets,
+)
 
 ROOT = BENCH_DIR.parent
 LOAD = NODE_DIR / "load.mjs"
@@ -35,11 +46,18 @@ LOAD = NODE_DIR / "load.mjs"
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="small scenarios (a smoke run)")
+    parser.add_argument("--scenarios", help="comma-separated: burst,paced,idle (default: all)")
+    names = ",".join(t.name for t in all_targets(Path(".")))
     parser.add_argument(
-        "--scenarios", default="burst,paced,idle", help="comma-separated: burst,paced,idle"
+        "--targets",
+        default=",".join(DEFAULT_TARGETS),
+        help=f"comma-separated, from: {names} (default: %(default)s)",
     )
     parser.add_argument(
-        "--targets", default="ours,ours-2w,peer", help="comma-separated: before,ours,ours-2w,peer"
+        "--scale",
+        action="store_true",
+        help=f"the scale-out run: targets {','.join(SCALE_TARGETS)}, scenarios burst,paced"
+        " (unless --targets/--scenarios are given)",
     )
     parser.add_argument(
         "--before-src", type=Path, help="a checkout of the server before tuning (target 'before')"
@@ -64,7 +82,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--env", action="append", default=[], help="NAME=VALUE for our server (repeatable)"
     )
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.scenarios is None:
+        args.scenarios = "burst,paced" if args.scale else "burst,paced,idle"
+    if args.scale and args.targets == parser.get_default("targets"):
+        args.targets = ",".join(SCALE_TARGETS)
+    return args
 
 
 def machine() -> dict[str, Any]:
@@ -125,11 +148,13 @@ async def bench_upstream(log_dir: Path) -> AsyncIterator[tuple[Proc, str]]:
 
 
 @contextlib.asynccontextmanager
-async def bench_redis(log_dir: Path) -> AsyncIterator[tuple[Proc | None, str | None]]:
-    """A private redis-server for the run, so its CPU is ours alone to read."""
+async def bench_redis(
+    log_dir: Path,
+) -> AsyncIterator[tuple[Proc | None, str | None, redisstats.CommandStats | None]]:
+    """A private redis-server for the run, so its CPU and commandstats are ours alone to read."""
     binary = shutil.which("redis-server")
     if binary is None:
-        yield None, None
+        yield None, None, None
         return
     port = free_port()
     workdir = log_dir / "redis"
@@ -139,7 +164,12 @@ async def bench_redis(log_dir: Path) -> AsyncIterator[tuple[Proc | None, str | N
     proc = await start("redis", argv, env={}, cwd=ROOT, log_dir=log_dir)
     try:
         await wait_port(port, proc)
-        yield proc, f"redis://127.0.0.1:{port}/0"
+        url = f"redis://127.0.0.1:{port}/0"
+        stats = redisstats.CommandStats(url)
+        try:
+            yield proc, url, stats
+        finally:
+            await stats.close()
     finally:
         await proc.stop()
 
@@ -164,8 +194,10 @@ async def run_load(
     running: Running,
     secret: str,
     others: dict[str, Proc | None],
+    redis_stats: redisstats.CommandStats | None = None,
 ) -> dict[str, Any]:
-    """Connect, snapshot /proc, run, snapshot again; return the load result + measurements."""
+    """Connect, snapshot /proc (and Redis's commandstats when ``redis_stats`` is given: the
+    target uses Redis), run, snapshot again; return the load result + measurements."""
     load = await LoadRun.start(LOAD, load_config(scenario, running.urls, secret), ROOT)
     try:
         ready = await load.read(scenario.timeout_s)
@@ -185,6 +217,7 @@ async def run_load(
         cpu_before = running.cpu()
         side_before = {name: p.cpu() for name, p in others.items() if p is not None}
         client_before = _cpu_or_zero(load.pid)
+        ops_before = await redis_stats.snapshot() if redis_stats else None
         started = time.monotonic()
         await load.send("go")
         result = await load.read(scenario.timeout_s + 30)
@@ -196,10 +229,29 @@ async def run_load(
                 result[f"{name}_cpu_s"] = proc.cpu() - side_before[name]
         result["violations"]["connect_failed"] = ready["failed"]
         deltas = result.get("deltas") or 0
-        result["cpu_per_100k"] = result["cpu_s"] / deltas * 100_000 if deltas else None
+        if redis_stats is not None and ops_before is not None:
+            ops = redisstats.delta(ops_before, await redis_stats.snapshot())
+            result.update(redisstats.summarise(ops, deltas))
+        per_token_cpu(result, with_redis=redis_stats is not None)
         return result
     finally:
         await load.close()
+
+
+def per_token_cpu(result: dict[str, Any], *, with_redis: bool) -> None:
+    """``cpu_per_100k``: the relay processes' CPU per 100k deltas, plus Redis's own when the
+    target uses Redis (shown apart as ``relay_cpu_per_100k`` and ``redis_cpu_per_100k``)."""
+    deltas = result.get("deltas") or 0
+    if not deltas:
+        result["cpu_per_100k"] = None
+        return
+    relay = result["cpu_s"] / deltas * 100_000
+    result["relay_cpu_per_100k"] = relay
+    if with_redis and "redis_cpu_s" in result:
+        result["redis_cpu_per_100k"] = result["redis_cpu_s"] / deltas * 100_000
+        result["cpu_per_100k"] = relay + result["redis_cpu_per_100k"]
+    else:
+        result["cpu_per_100k"] = relay
 
 
 def combine(results: list[dict[str, Any]]) -> dict[str, Any]:
@@ -242,6 +294,7 @@ async def measure(
     profile: bool = False,
 ) -> dict[str, Any]:
     running = await target.start(ctx)
+    redis_stats = ctx.redis_stats if target.redis else None
     try:
         warm = await run_load(WARMUP, running, ctx.jwt_secret, {})
         if sum(warm["violations"].values()):
@@ -250,8 +303,8 @@ async def measure(
         running.rss_before = running.rss()
         if profile and target.kind == "ours":
             async with Profiler(running.procs, ctx.log_dir, scenario.name):
-                return await run_load(scenario, running, ctx.jwt_secret, others)
-        return await run_load(scenario, running, ctx.jwt_secret, others)
+                return await run_load(scenario, running, ctx.jwt_secret, others, redis_stats)
+        return await run_load(scenario, running, ctx.jwt_secret, others, redis_stats)
     finally:
         await running.stop()
 
@@ -269,7 +322,7 @@ async def run(args: argparse.Namespace) -> int:
             else s
             for s in scenarios
         ]
-    targets_all = {t.name: t for t in default_targets(args.before_src)}
+    targets_all = {t.name: t for t in all_targets(args.before_src)}
     extra_env = dict(item.split("=", 1) for item in args.env)
     targets: list[Target] = []
     for name in [t.strip() for t in args.targets.split(",") if t.strip()]:
@@ -279,7 +332,7 @@ async def run(args: argparse.Namespace) -> int:
         if target.kind == "ours" and extra_env:
             target = Target(**{**target.__dict__, "env": {**target.env, **extra_env}})
         targets.append(target)
-    name = args.name or ("quick" if args.quick else "latest")
+    name = args.name or ("quick" if args.quick else "scale" if args.scale else "latest")
     out: Path = args.out
     log_dir = out / "logs" / name
     if log_dir.exists():
@@ -297,12 +350,9 @@ async def run(args: argparse.Namespace) -> int:
     }
     async with (
         bench_upstream(log_dir) as (upstream, upstream_url),
-        bench_redis(log_dir) as (
-            redis,
-            redis_url,
-        ),
+        bench_redis(log_dir) as (redis, redis_url, redis_stats),
     ):
-        ctx = RunContext(upstream_url, secret, log_dir, redis_url)
+        ctx = RunContext(upstream_url, secret, log_dir, redis_url, redis_stats)
         others = {"upstream": upstream, "redis": redis}
         runs: dict[tuple[str, str], list[dict[str, Any]]] = {}
         for scenario in scenarios:
@@ -342,8 +392,13 @@ def _print_line(scenario: Scenario, result: dict[str, Any]) -> None:
     lat = result.get("latency_ms") or {}
     ttft = result.get("ttft_ms") or {}
     cpu = result.get("cpu_per_100k")
+    redis = ""
+    if result.get("redis_ops_per_token") is not None:
+        redis = (
+            f" + Redis {result['redis_cpu_s']:.2f}s, {result['redis_ops_per_token']:.2f} ops/token"
+        )
     print(
-        f"    {result['tokens_per_s']:.0f} tok/s, cpu {result['cpu_s']:.2f}s"
+        f"    {result['tokens_per_s']:.0f} tok/s, cpu {result['cpu_s']:.2f}s{redis}"
         f" ({cpu or 0:.2f}s/100k), ttft p99 {ttft.get('p99', 0):.1f} ms,"
         f" latency p50/p99 {lat.get('p50', 0):.1f}/{lat.get('p99', 0):.1f} ms,"
         f" events/req {result.get('events_per_request_mean', 0):.0f}, violations {bad}",

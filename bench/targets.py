@@ -1,5 +1,6 @@
-"""What a benchmark run measures: our server (one process, or workers sharing Redis) and
-the Node.js peer.  Each target is started fresh for every scenario."""
+"""What a benchmark run measures: our server (one process, or processes sharing Redis,
+started as ``python -m server`` or ``uvicorn server.main:app``) and the Node.js peer.
+Each target is started fresh for every scenario."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.procs import Proc, free_port, node_binary, start, wait_http
+from bench.redisstats import CommandStats
 
 BENCH_DIR = Path(__file__).resolve().parent
 NODE_DIR = BENCH_DIR / "node"
@@ -19,6 +21,7 @@ class RunContext:
     jwt_secret: str
     log_dir: Path
     redis_url: str | None = None
+    redis_stats: CommandStats | None = None  # INFO commandstats of the run's Redis
 
 
 @dataclass
@@ -43,8 +46,9 @@ class Target:
     name: str
     label: str
     kind: str  # "ours" | "peer"
-    workers: int = 1
+    workers: int = 1  # processes, each on its own port; the load is spread over them
     redis: bool = False
+    command: str = "module"  # "module": python -m server | "uvicorn": uvicorn server.main:app
     src: Path = BENCH_DIR.parent  # where `python -m server` runs (another checkout for "before")
     env: dict[str, str] = field(default_factory=dict)
 
@@ -72,19 +76,25 @@ class Target:
                     raise RuntimeError("this target needs Redis")
                 env["REDIS_URL"] = ctx.redis_url
             name = f"{self.name}-{index}" if self.workers > 1 else self.name
-            proc = await start(
-                name, [sys.executable, "-m", "server"], env=env, cwd=self.src, log_dir=ctx.log_dir
-            )
+            proc = await start(name, self.argv(port), env=env, cwd=self.src, log_dir=ctx.log_dir)
             procs.append(proc)
             urls.append(f"http://127.0.0.1:{port}")
         running = Running(procs, urls)
         try:
+            # N processes importing at once on a busy 2-core machine: 4 took 30 s once
             for proc, url in zip(procs, urls, strict=True):
-                await wait_http(f"{url}/health", proc)
+                await wait_http(f"{url}/health", proc, within_s=30 * self.workers)
         except BaseException:
             await running.stop()
             raise
         return running
+
+    def argv(self, port: int) -> list[str]:
+        """The start command: ours reads HOST/PORT from the environment, uvicorn's CLI not."""
+        if self.command == "uvicorn":
+            host = ["--host", "127.0.0.1", "--port", str(port)]
+            return [sys.executable, "-m", "uvicorn", "server.main:app", *host]
+        return [sys.executable, "-m", "server"]
 
     async def _start_peer(self, ctx: RunContext) -> Running:
         port = free_port()
@@ -112,12 +122,29 @@ class Target:
         return running
 
 
-def default_targets(before_src: Path | None = None) -> list[Target]:
+def all_targets(before_src: Path | None = None) -> list[Target]:
+    """Every target a run can name, in the order tables show them."""
     targets = [
         Target("ours", "llm-relay, 1 process", "ours"),
-        Target("ours-2w", "llm-relay, 2 workers + Redis", "ours", workers=2, redis=True),
+        Target("ours-uvicorn", "llm-relay, uvicorn server.main:app", "ours", command="uvicorn"),
+        Target("ours-redis-1", "llm-relay, 1 process + Redis", "ours", redis=True),
+        Target(
+            "ours-uvicorn-redis",
+            "llm-relay, uvicorn server.main:app + Redis",
+            "ours",
+            redis=True,
+            command="uvicorn",
+        ),
+        Target("ours-2w", "llm-relay, 2 processes + Redis", "ours", workers=2, redis=True),
+        Target("ours-4w", "llm-relay, 4 processes + Redis", "ours", workers=4, redis=True),
         Target("peer", "Node socket.io@4 peer", "peer"),
     ]
     if before_src is not None:
         targets.insert(0, Target("before", "llm-relay before tuning", "ours", src=before_src))
     return targets
+
+
+# What `make bench` runs: enough for issue 17's acceptance (with Redis, both start commands)
+DEFAULT_TARGETS = ("ours", "ours-uvicorn", "ours-2w", "peer")
+# `--scale`: 1, 2 and 4 processes on one Redis, for the README's scale-out table
+SCALE_TARGETS = ("ours", "ours-redis-1", "ours-2w", "ours-4w")

@@ -170,3 +170,6 @@ def configure_logging(
         lg = logging.getLogger(name)
         lg.handlers.clear()
         lg.propagate = True
+        # `uvicorn server.main:app` has set these to its --log-level (info); LOG_LEVEL rules
+        # them as under `python -m server`, or every connection still logs two INFO lines
+        lg.setLevel(logging.NOTSET)

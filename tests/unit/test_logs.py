@@ -8,7 +8,7 @@ import logging
 
 import jwt
 
-from server.logs import JsonFormatter, RedactingFilter, redact
+from server.logs import JsonFormatter, RedactingFilter, configure_logging, redact
 
 KEY = "sk-or-v1-0123456789abcdef"
 TOKEN = jwt.encode({"sub": "alice"}, "k" * 32, algorithm="HS256")
@@ -84,3 +84,27 @@ def test_json_lines_stay_json() -> None:
     record = json.loads(stream.getvalue())
     assert record["msg"] == "calling upstream with [REDACTED]"
     assert record["user_id"] == "alice"
+
+
+def test_log_level_rules_uvicorns_loggers_whatever_the_start_command() -> None:
+    """``uvicorn server.main:app`` configures its loggers at INFO before the app is imported;
+    LOG_LEVEL=warning must still silence their per-connection lines."""
+    import logging.config
+
+    from uvicorn.config import LOGGING_CONFIG
+
+    root = logging.getLogger()
+    saved = (root.level, list(root.handlers))
+    logging.config.dictConfig(LOGGING_CONFIG)  # what uvicorn's Config does first
+    out = io.StringIO()
+    try:
+        configure_logging("warning", stream=out)
+        logging.getLogger("uvicorn.error").info("connection open")
+        logging.getLogger("uvicorn.access").info("GET / 200")
+        logging.getLogger("uvicorn.error").warning("kept")
+    finally:
+        root.setLevel(saved[0])
+        root.handlers[:] = saved[1]
+    assert "connection open" not in out.getvalue()
+    assert "GET / 200" not in out.getvalue()
+    assert "kept" in out.getvalue()
