@@ -62,7 +62,7 @@ CONFORMANCE_SUITES := tests/conformance/engineio tests/conformance/socketio
 node-deps: node_modules/.package-lock.json \
 	$(addsuffix /node_modules/.package-lock.json,$(CONFORMANCE_SUITES))
 
-## Debian packages the tests use: Chromium for the page tests, Redis, Node.js
+## Debian packages the tests use: Chromium for the page tests, Redis, Node.js, nginx
 system-deps:
 	@bash .ci/system-deps
 

@@ -15,23 +15,12 @@ import pytest
 
 from tests.chaos.processes import node_env, start
 from tests.harness import Recorder
-from tests.integration.resume_helpers import chat, connect, wait_seq
+from tests.integration.resume_helpers import assert_ends_with_shutdown, chat, connect, wait_seq
 from tests.upstream_double import UpstreamDouble
 
 pytestmark = [pytest.mark.chaos("2 node loss (SIGKILL)"), pytest.mark.timeout(120)]
 
 INVARIANT_S = 20.0
-
-
-def assert_ends_with_shutdown(rec: Recorder, request_id: str, first_seq: int) -> None:
-    events = rec.of(request_id)
-    terminals = [(e, d) for e, d in events if e in ("done", "error")]
-    assert len(terminals) == 1, f"lost: {len(terminals)} terminal events: {terminals}"
-    event, data = terminals[0]
-    assert (event, data.get("code")) == ("error", "server_shutdown"), f"lost: ended {data}"
-    assert events[-1][0] == "error", events[-3:]
-    seqs = [d["seq"] for e, d in events if e == "token"]
-    assert seqs == list(range(first_seq, first_seq + len(seqs))), f"lost: a gap: {seqs}"
 
 
 async def test_a_killed_node_ends_its_streams_for_everyone_with_server_shutdown(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import importlib.resources
+import ipaddress
 import json
 import os
 import re
@@ -303,9 +304,39 @@ def test_compose_second_replica_sits_behind_a_sticky_proxy() -> None:
     (mount,) = proxy["volumes"]
     assert mount.startswith("./deploy/nginx.conf:")
     conf = NGINX.read_text()
-    assert re.search(r"upstream \w+ \{\s*ip_hash;\s*server app:8000;\s*server app2:8000;", conf)
+    # sticky on the whole client address (tests/deploy/test_nginx.py runs this file)
+    pattern = r"upstream \w+ \{\s*hash \$remote_addr consistent;\s*server app:8000;\s*server app2:"
+    assert re.search(pattern, conf)
     assert "proxy_set_header Upgrade $http_upgrade;" in conf
     assert "proxy_buffering off;" in conf
+
+
+def test_compose_nodes_believe_the_proxy_and_only_it() -> None:
+    """X-Forwarded-For from nginx's fixed address only: the nodes see the clients'
+    addresses, and a client reaching a node directly cannot choose its own."""
+    compose = load(COMPOSE)
+    services = compose["services"]
+    proxy_ip = services["proxy"]["networks"]["relay"]["ipv4_address"]
+    (pool,) = compose["networks"]["relay"]["ipam"]["config"]
+    assert ipaddress.ip_address(proxy_ip) in ipaddress.ip_network(pool["subnet"])
+    for name in ("app", "app2"):
+        trusted = interpolate(services[name]["environment"]["TRUSTED_PROXIES"])
+        assert trusted == proxy_ip, f"{name} believes {trusted!r}, the proxy is {proxy_ip}"
+
+
+def test_nginx_timeouts_outlast_the_heartbeat() -> None:
+    """A node writes to every connection at least once per ping interval; nginx must not
+    close a healthy one first."""
+    conf = NGINX.read_text()
+    fields = Settings.model_fields
+    heartbeat = fields["ping_interval_s"].default + fields["ping_timeout_s"].default
+    for directive in ("proxy_read_timeout", "proxy_send_timeout"):
+        match = re.search(rf"{directive} (\d+)s;", conf)
+        assert match is not None, f"deploy/nginx.conf sets no {directive}"
+        assert int(match.group(1)) > heartbeat, directive
+    size = re.search(r"client_max_body_size (\d+)m;", conf)
+    assert size is not None, "a polling POST may carry MAX_FRAME_BYTES"
+    assert int(size.group(1)) * 1024 * 1024 >= fields["max_frame_bytes"].default
 
 
 def test_compose_dev_override_mounts_source_and_reloads() -> None:

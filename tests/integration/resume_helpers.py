@@ -45,6 +45,19 @@ def assert_resumed_stream(rec: Recorder, request_id: str, first_seq: int) -> tup
     return events[-1]
 
 
+def assert_ends_with_shutdown(rec: Recorder, request_id: str, first_seq: int) -> None:
+    """Invariant 6, a stream whose node is gone: the logged tokens from ``first_seq`` on,
+    gapless, then exactly one terminal event, ``error {code: "server_shutdown"}``."""
+    events = rec.of(request_id)
+    terminals = [(e, d) for e, d in events if e in ("done", "error")]
+    assert len(terminals) == 1, f"lost: {len(terminals)} terminal events: {terminals}"
+    event, data = terminals[0]
+    assert (event, data.get("code")) == ("error", "server_shutdown"), f"lost: ended {data}"
+    assert events[-1][0] == "error", events[-3:]
+    seqs = [d["seq"] for e, d in events if e == "token"]
+    assert seqs == list(range(first_seq, first_seq + len(seqs))), f"lost: a gap: {seqs}"
+
+
 def assert_live_then_replay(rec: Recorder, request_id: str, first_replayed: int, text: str) -> None:
     """A client that got the request live and then resumed from ``first_replayed`` on:
     the live part is gapless from 0, the replay gapless from ``first_replayed`` to the
