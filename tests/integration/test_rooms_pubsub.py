@@ -16,6 +16,7 @@ import redis.asyncio as aioredis
 import socketio
 
 from tests.harness import Recorder, SpawnedServer, assert_clean_stream, spawn_server
+from tests.integration import test_rooms_redis
 from tests.integration.resume_helpers import wait_seq
 from tests.integration.test_rooms import member, say
 from tests.integration.test_rooms_redis import node_env
@@ -25,20 +26,8 @@ from tests.upstream_scenarios import Scenario
 pytestmark = [pytest.mark.redis, pytest.mark.timeout(120)]
 
 Factory = Callable[[], Recorder]
+prefix = test_rooms_redis.prefix  # the fixture: a key prefix (and channel), cleaned after
 MINUTE_MS = "60000"  # the longest window allowed; no test here waits it out
-
-
-@pytest.fixture
-async def prefix(redis_url: str, key_prefix: str) -> AsyncIterator[str]:
-    """This test's key prefix (and pub/sub channel) on the shared Redis, cleaned after."""
-    yield key_prefix
-    client = aioredis.from_url(redis_url)
-    try:
-        keys = [key async for key in client.scan_iter(match=key_prefix + "*")]
-        if keys:
-            await client.delete(*keys)
-    finally:
-        await client.aclose()
 
 
 @asynccontextmanager

@@ -123,7 +123,6 @@ class Outbox:
         self._wake: asyncio.Future[None] | None = None  # the task waits out a window
         self._task: asyncio.Task[None] | None = None
         self.given_up = 0  # messages lost for good (for tests and logs)
-        self.batches = 0  # publish calls that succeeded (for tests and logs)
 
     def __len__(self) -> int:
         return len(self._waiting)
@@ -234,7 +233,6 @@ class Outbox:
                 delay = min(delay * 2, self.retry_s)
                 continue
             self._failing = False
-            self.batches += 1
             delay = 0.05
             self._taken(lost, last)
 
