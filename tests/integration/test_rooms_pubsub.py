@@ -187,3 +187,30 @@ async def test_nodes_that_publish_single_messages_are_understood(
         await outside.redis.aclose()
         for rec in (alice, bob):
             await rec.wait_for(lambda e, d: e == "presence" and d == note, timeout=10)
+
+
+async def test_a_stopping_node_sends_what_waits_then_the_terminal_event(
+    upstream: UpstreamDouble, redis_url: str, prefix: str, recorders: Factory
+) -> None:
+    """SIGTERM mid-stream (``SHUTDOWN_GRACE_S=1``): the member on the other node gets
+    every token the stream sent, then ``server_shutdown`` once — with a window of a minute,
+    the tokens held in it go out with that terminal event."""
+    upstream.scenarios["long"] = Scenario(
+        name="long", tokens=[f"l{i} " for i in range(200)], delay_s=0.05
+    )
+    env = {
+        **node_env(upstream, redis_url, prefix),
+        "TOKEN_COALESCE_MS": "0",
+        "PUBSUB_FLUSH_MS": MINUTE_MS,
+    }
+    async with started(env, env) as (one, two):
+        alice = await in_room(one.url, recorders, "alice", "lobby")
+        bob = await in_room(two.url, recorders, "bob", "lobby")
+        assert (await alice.call("chat", say("hi", "lobby", "k1", "double/long")))["ok"]
+        await wait_seq(alice, "k1", 5)
+        assert await one.stop() == 0
+        event, end = await bob.terminal("k1", timeout=20)
+        assert (event, end["code"]) == ("error", "server_shutdown"), end
+        await asyncio.sleep(0.5)
+        assert_clean_stream(bob, "k1")
+        assert bob.tokens("k1") == alice.tokens("k1")
