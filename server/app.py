@@ -253,6 +253,7 @@ def create_app(settings: Settings, extensions: Sequence[Extension] | None = None
             channel=settings.redis_key_prefix + "socketio",
             timeout_s=settings.redis_timeout_s,
             breaker=breaker,
+            flush_s=settings.pubsub_flush_ms / 1000,
         )
         if settings.redis_url
         else MemoryManager(tails)

@@ -91,6 +91,8 @@ class Settings(BaseSettings):
     redis_url: str | None = None
     redis_key_prefix: str = "llm-relay:"  # every Redis key and channel of ours starts with it
     redis_timeout_s: float = Field(2, gt=0)  # bound on every Redis call → `unavailable`
+    # room events for other nodes gathered this long into one PUBLISH (0 = off)
+    pubsub_flush_ms: float = Field(5, ge=0, le=60_000)
     # a node's lease in Redis: its streams count as orphaned (server_shutdown) this long
     # after its last heartbeat (invariant 6: within 20 s)
     node_lease_s: float = Field(12, gt=0, le=18)

@@ -58,6 +58,9 @@ MEANINGS: dict[str, str] = {
     "redis_key_prefix": "prefix of every Redis key and channel (one per deployment)",
     "redis_timeout_s": "bound on every Redis call → `unavailable`; after a timeout calls "
     "fail at once until a trial call answers",
+    "pubsub_flush_ms": "room events for other nodes gathered this long go to Redis as one "
+    "`PUBLISH` (a stream's first and last event at once); 0 = no window, single messages "
+    "only, as nodes before batching read them (during a rolling upgrade)",
     "node_lease_s": "a dead node's streams end with `server_shutdown` for room members and "
     "`resume` this long after its last heartbeat (at most 18)",
     "stream_log_flush_ms": "the resume log's writes of all streams of a node go to Redis "

@@ -52,7 +52,8 @@ async def room_pair(one: SpawnedServer, two: SpawnedServer, recorders: Callable[
     alice = await connect(one.url, recorders())
     bob = await connect(two.url, recorders(), "bob")
     for rec in (alice, bob):
-        assert (await rec.call("join", {"room": "lobby"}))["ok"] is True
+        for room in ("lobby", "hall"):
+            assert (await rec.call("join", {"room": room}))["ok"] is True
     return alice, bob
 
 
@@ -84,23 +85,32 @@ async def test_a_short_outage_delays_remote_events_without_a_gap(
 async def test_events_lost_for_good_end_the_stream_for_remote_members(
     upstream: UpstreamDouble, recorders: Callable[[], Recorder], private_redis: PrivateRedis
 ) -> None:
+    """Two streams, so the publishes that fail (coalesced, PUBSUB_FLUSH_MS) hold both:
+    each ends on its own for the remote member."""
     upstream.scenarios["steady"] = STEADY
     async with two_nodes(upstream, private_redis[0]) as (one, two):
         alice, bob = await room_pair(one, two, recorders)
         assert (await alice.call("chat", chat("p2", "double/steady", room="lobby")))["ok"]
-        await wait_seq(bob, "p2", 3)
+        assert (await alice.call("chat", chat("p3", "double/steady", room="hall")))["ok"]
+        for request_id in ("p2", "p3"):
+            await wait_seq(bob, request_id, 3)
         await outage(private_redis[1], 7)  # longer than the 5 s publishes may wait
-        try:
-            event, end = await bob.terminal("p2", timeout=30)
-        except TimeoutError:
-            raise AssertionError("lost: silence for the remote member") from None
-        assert event == "error", f"lost: a gap, then {event} {end}"
-        assert end["code"] == "unavailable", f"lost: ended with {end}"
-        events = bob.of("p2")
-        assert events[-1][0] == "error", f"lost: events after the terminal: {events[-3:]}"
-        seqs = [t["seq"] for t in bob.tokens("p2")]
-        assert seqs == list(range(len(seqs))), f"lost: a gap before the error: {seqs}"
-        event, _done = await alice.terminal("p2", timeout=30)
-        assert event == "done", "lost: the local member's stream suffered"
+        for request_id in ("p2", "p3"):
+            try:
+                event, end = await bob.terminal(request_id, timeout=30)
+            except TimeoutError:
+                raise AssertionError(
+                    f"lost: silence for the remote member ({request_id})"
+                ) from None
+            assert event == "error", f"lost: a gap, then {event} {end}"
+            assert end["code"] == "unavailable", f"lost: ended with {end}"
+            events = bob.of(request_id)
+            assert events[-1][0] == "error", f"lost: events after the terminal: {events[-3:]}"
+            seqs = [t["seq"] for t in bob.tokens(request_id)]
+            assert seqs == list(range(len(seqs))), f"lost: a gap before the error: {seqs}"
+        for request_id in ("p2", "p3"):
+            event, _done = await alice.terminal(request_id, timeout=30)
+            assert event == "done", "lost: the local member's stream suffered"
         await asyncio.sleep(0.5)
-        assert bob.of("p2")[-1][0] == "error", "lost: events after the terminal"
+        for request_id in ("p2", "p3"):
+            assert bob.of(request_id)[-1][0] == "error", "lost: events after the terminal"

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import logging
 import re
+import types
 from typing import Any
 
 import engineio
@@ -30,6 +32,7 @@ from events.core.tails import TailRegistry
 from events.transport.internals import (
     engineio_asgi,
     engineio_socket,
+    pubsub_batch,
     pubsub_outbox,
     socketio_managers,
     socketio_server,
@@ -258,6 +261,7 @@ async def test_emit_here_reads_the_managers_rooms_as_sid_to_eio_sid() -> None:
             "to=None, **kwargs)",
         ),
         ("_publish", "(self, data)"),
+        ("_listen", "(self)"),
         ("_redis_listen_with_retries", "(self)"),
         ("_handle_emit", "(self, message)"),
     ],
@@ -284,6 +288,32 @@ def test_redis_manager_hooks_are_still_called() -> None:
     calls("RedisManager._redis_listen_with_retries", redis._listen, "_redis_listen_with_retries(")
     calls("RedisManager._publish", AsyncPubSubManager.emit, "self._publish(")
     calls("RedisManager._handle_emit", AsyncPubSubManager._thread, "_handle_emit(")
+    calls("RedisManager._listen", AsyncPubSubManager._thread, "self._listen(")
+
+
+async def test_pubsub_thread_takes_decoded_messages_and_ignores_a_batch() -> None:
+    """RedisManager._listen (pubsub_batch.py) yields a batch's messages as dicts; python-socketio's
+    ``_thread`` must dispatch a dict as it is, and skip an unknown ``method`` (so a node that
+    does not read batches ignores one instead of failing)."""
+    handled: list[dict[str, Any]] = []
+    emit = {"method": "emit", "event": "e", "data": [{}], "host_id": "other"}
+
+    class Probe(AsyncPubSubManager):  # type: ignore[misc]
+        async def _listen(self) -> Any:
+            yield {"method": "batch", "host_id": "other", "messages": [emit]}
+            yield emit
+
+        async def _handle_emit(self, message: dict[str, Any]) -> None:
+            handled.append(message)
+
+    probe = Probe(logger=logging.getLogger("probe"))
+    probe.server = types.SimpleNamespace(logger=logging.getLogger("probe"))
+    await probe._thread()
+    if handled != [emit]:
+        pytest.fail(
+            f"override RedisManager._listen / {pubsub_batch.__name__}: "
+            f"AsyncPubSubManager._thread handled {handled} of a batch and a dict message"
+        )
 
 
 # --- uvicorn --------------------------------------------------------------------------
