@@ -23,7 +23,7 @@ from services import log_context
 from services.budget import BudgetExceeded, Meter
 from services.generations import Generation, GenerationRegistry, StopReason
 from services.storage.streamlog import StreamLog, StreamMeta
-from services.upstream.base import Chunk, Upstream
+from services.upstream.base import Upstream
 
 logger = logging.getLogger(__name__)
 
@@ -251,7 +251,10 @@ class ChatPipeline:
                         out.seq += 1
                         await self._log.append(key, event, payload)
                         await sink.emit(event, payload)
-                deltas = _deltas(batch)
+                deltas = 0  # each counts as one token until the real usage comes
+                for chunk in batch:
+                    if chunk.content or chunk.reasoning or chunk.tool_calls:
+                        deltas += 1
                 run.deltas += deltas
                 within = meter is None or await meter.spend(deltas)
                 if not within and out.finish_reason is None and meter is not None:
@@ -310,11 +313,6 @@ class ChatPipeline:
     @staticmethod
     def _done(run: _Run, finish_reason: str) -> Payload:
         return {**run.base, **run.out.done_fields(finish_reason)}
-
-
-def _deltas(batch: list[Chunk]) -> int:
-    """Upstream deltas in a batch: each counts as one token until the real usage comes."""
-    return sum(1 for c in batch if c.content or c.reasoning or c.tool_calls)
 
 
 async def _settle(meter: Meter, usage: Payload | None) -> None:

@@ -373,6 +373,34 @@ def test_relay_websocket_protocol_abort_and_1006() -> None:
     )
 
 
+def test_relay_websocket_protocol_send_text_now() -> None:
+    """``send_text_now`` writes a text message as uvicorn's ``send`` does, under the same
+    conditions (it reads the flags ``send`` reads and frames through ``self.conn``)."""
+    owner = websockets_sansio_impl.WebSocketsSansIOProtocol
+    hooked(
+        "RelayWebSocketProtocol.send_text_now", uvicorn_websocket, owner, "send",
+        "(self, message: 'ASGISendEvent') -> 'None'",
+    )  # fmt: skip
+    calls(
+        "RelayWebSocketProtocol.send_text_now",
+        owner.send,
+        "await self.writable.wait()",
+        "if self.disconnected:",
+        "not self.handshake_complete and self.initial_response is None",
+        "not self.close_sent and self.initial_response is None",
+        "self.conn.send_text(text_data.encode())",
+        "output = self.conn.data_to_send()",
+        'self.transport.write(b"".join(output))',
+        "except InvalidState:",
+    )
+    calls(
+        "RelayWebSocketProtocol.send_text_now",
+        owner.__init__,
+        "self.writable = asyncio.Event()",
+        "self.disconnected = False",
+    )
+
+
 def test_adopt_serving_settings() -> None:
     """uvicorn_config.adopt_serving_settings finds the Config in ``load``/``load_app`` and
     sets the attributes ``load`` reads (or has read) and the protocols use."""

@@ -146,3 +146,41 @@ def test_any_split_gives_the_same_events(
     pieces = [raw[a:b] for a, b in zip([0, *cuts], [*cuts, len(raw)], strict=True)]
     assert decode(*pieces) == expected
     assert decode(*(raw[i : i + 1] for i in range(len(raw)))) == expected
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'data: {"a":1}\n\n',
+        b'data: {"a":1}\n\ndata: {"b":2}\n\n',
+        b"data: \n\n",
+        b"data:x\n\n",  # no space: the general path
+        b"data: a\ndata: b\n\n",  # one event of two lines
+        b"data: a\n\n\n\n",  # a blank line more
+        b": comment\n\ndata: a\n\n",
+        b"event: x\ndata: a\n\n",
+        b"data: a\r\n\r\n",
+        b"data: a\n\ndata: b",  # an unterminated event
+    ],
+)
+def test_whole_event_reads_decode_as_line_by_line(raw: bytes) -> None:
+    warm = b'data: {"w":0}\n\n'  # past the first line: the one-pass path may apply
+    byte_by_byte = decode(warm, *(raw[i : i + 1] for i in range(len(raw))))
+    assert decode(warm, raw) == byte_by_byte
+    decoder = SSEDecoder()
+    decoder.feed(warm)
+    assert decoder.feed(raw) + decoder.close() == byte_by_byte[1:]
+
+
+def test_whole_event_reads_keep_the_limits() -> None:
+    decoder = SSEDecoder(max_line_bytes=10)
+    decoder.feed(b"data: a\n\n")
+    with pytest.raises(SSEError):
+        decoder.feed(b"data: " + b"x" * 10 + b"\n\n")
+    decoder = SSEDecoder(max_event_bytes=4)
+    decoder.feed(b"data: a\n\n")
+    with pytest.raises(SSEError):
+        decoder.feed(b"data: xxxx\n\n")
+    decoder = SSEDecoder(max_event_bytes=4)
+    decoder.feed(b"data: a\n\n")
+    assert decoder.feed(b"data: xxx\n\n") == [b"xxx"]

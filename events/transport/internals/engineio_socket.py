@@ -48,6 +48,17 @@ writer reads), ``cut_off`` aborts through the scope extension of uvicorn_websock
 ``_trigger_event``) and ``cut_off_all`` (at shutdown, from server/lifecycle.py) read
 ``self.sockets``.  Issue 16, fault 3; correctness, not measured.
 
+Direct write (issue 17, point 5): a WebSocket packet with nothing queued before it and no
+write in flight is written at once, in the sender's task, through ``send_text`` of the
+scope extension of uvicorn_websocket.py (uvicorn 0.55.0 ``send``'s framing and write,
+declined whenever ``send`` would wait or refuse: transport paused, closing, closed);
+otherwise it queues as above, so the order holds and the bounds of invariant 7 apply
+unchanged.  That saves the writer task's wake-up and the ASGI ``send`` layers per
+``token`` event.  Measured with callgrind (instructions of the server process over a
+fixed paced load through real sockets: 2 clients x 100 tokens 50 ms apart, one event per
+delta, before and after in the same minute): 250.5k → 225.9k instructions per delta
+(-9.8%).
+
 ``RelayEngineServer`` gives every new connection a ``RelaySocket``; python-socketio builds it
 through ``RelayServer._engineio_server_class``.  It also installs the ASGI driver pieces
 of engineio_asgi.py in its own copy of python-engineio's driver table.
@@ -108,6 +119,7 @@ class RelaySocket(AsyncSocket):  # type: ignore[misc]
     unsent = 0  # bytes queued for the client, not yet handed to its transport
     writing_since = 0.0  # loop time a write started that has not returned (0: none)
     _abort: Callable[[], None] | None = None  # aborts the transport (set once a WebSocket)
+    _send_now: Callable[[str], bool] | None = None  # writes at once when nothing waits
     _cut = False
 
     async def send(self, pkt: packet.Packet) -> None:
@@ -122,11 +134,23 @@ class RelaySocket(AsyncSocket):  # type: ignore[misc]
             await self.close(wait=False, abort=False, reason=self.server.reason.PING_TIMEOUT)
             return
         queue = self.queue
-        if queue.qsize() >= self.server.max_queued_packets and pkt.packet_type != packet.CLOSE:
+        waiting = queue.qsize()
+        if waiting >= self.server.max_queued_packets and pkt.packet_type != packet.CLOSE:
             self._overflow()  # the packet is dropped: the connection is closing
             return
         if self._abort is not None and pkt.packet_type != packet.CLOSE:
-            encoded = _Encoded(pkt.packet_type, pkt.encode())
+            data = pkt.encode()
+            send_now = self._send_now
+            if (
+                send_now is not None
+                and not waiting  # nothing waits before it, and no write is in flight
+                and not self.writing_since
+                and not self.closing
+                and isinstance(data, str)
+                and send_now(data)
+            ):
+                return  # written: no trip through the writer task
+            encoded = _Encoded(pkt.packet_type, data)
             self.unsent += len(encoded.data)
             if self.unsent > self.server.max_send_buffer_bytes:
                 self.cut_off(f"over {self.server.max_send_buffer_bytes} bytes unsent")
@@ -215,7 +239,7 @@ class RelaySocket(AsyncSocket):  # type: ignore[misc]
             self.connected = True
             self.upgraded = True
 
-        self._abort = _abort_of(ws)
+        self._abort, self._send_now = _transport_hooks(ws)
         writer = asyncio.ensure_future(self._write_loop(ws))
         await self._read_loop(websocket_wait)
         await self.queue.put(None)  # unlock the writer so it can exit
@@ -276,13 +300,18 @@ class RelaySocket(AsyncSocket):  # type: ignore[misc]
             await ws.close()
 
 
-def _abort_of(ws: Any) -> Callable[[], None] | None:
-    """The transport's abort, when the server offers it (``RelayWebSocketProtocol``)."""
+def _transport_hooks(
+    ws: Any,
+) -> tuple[Callable[[], None] | None, Callable[[str], bool] | None]:
+    """The transport's abort and direct write, when the server offers them
+    (``RelayWebSocketProtocol``)."""
     environ = getattr(ws, "environ", None)
     scope = environ.get("asgi.scope") if isinstance(environ, dict) else None
     extension = (scope or {}).get("extensions", {}).get(ABORT_EXTENSION)
-    abort = extension.get("abort") if isinstance(extension, dict) else None
-    return abort if callable(abort) else None
+    if not isinstance(extension, dict):
+        return None, None
+    abort, send_now = extension.get("abort"), extension.get("send_text")
+    return (abort if callable(abort) else None, send_now if callable(send_now) else None)
 
 
 class RelayEngineServer(engineio.AsyncServer):  # type: ignore[misc]
