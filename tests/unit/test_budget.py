@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
@@ -138,18 +139,19 @@ async def redis_client(redis_url: str, key_prefix: str) -> AsyncIterator[aioredi
 async def test_redis_counters_are_shared_seeded_once_and_expire_at_midnight(
     redis_client: aioredis.Redis, key_prefix: str
 ) -> None:
-    now = at("2026-12-04T12:00:00")
+    now = time.time()  # keys expire at a real midnight: it must lie ahead
+    today = datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%d")
     one = RedisCounters(redis_client, prefix=key_prefix, timeout_s=2)
     two = RedisCounters(redis_client, prefix=key_prefix, timeout_s=2)
-    assert await one.get("alice", "2026-12-04") is None
-    await one.seed("alice", "2026-12-04", 40, 0.5, next_midnight(now))
-    await two.seed("alice", "2026-12-04", 40, 0.5, next_midnight(now))  # once only
-    assert await two.add("alice", "2026-12-04", 10, 0.000001, next_midnight(now)) == (
+    assert await one.get("alice", today) is None
+    await one.seed("alice", today, 40, 0.5, next_midnight(now))
+    await two.seed("alice", today, 40, 0.5, next_midnight(now))  # once only
+    assert await two.add("alice", today, 10, 0.000001, next_midnight(now)) == (
         50,
         0.500001,
     )
-    assert await one.get("alice", "2026-12-04") == (50, 0.500001)
-    ttl_at = await redis_client.expiretime(f"{key_prefix}budget:2026-12-04:alice")
+    assert await one.get("alice", today) == (50, 0.500001)
+    ttl_at = await redis_client.expiretime(f"{key_prefix}budget:{today}:alice")
     assert next_midnight(now) <= ttl_at <= next_midnight(now) + 120
 
 
