@@ -34,6 +34,7 @@ from llm_relay_client.tools import ToolRun, Tools
 
 T = TypeVar("T")
 CLOSE_TIMEOUT_S = 5.0
+INTERRUPTED_CLOSE_TIMEOUT_S = 0.5  # leaving on Ctrl-C: say goodbye briefly, then exit anyway
 
 
 class _Loop:
@@ -52,11 +53,11 @@ class _Loop:
     def run(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
         return self.submit(coro).result(timeout)
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = CLOSE_TIMEOUT_S) -> None:
         if self.loop.is_closed():
             return
         self.loop.call_soon_threadsafe(self.loop.stop)
-        self._thread.join(CLOSE_TIMEOUT_S)
+        self._thread.join(timeout)
         if not self._thread.is_alive():
             self.loop.close()
 
@@ -217,13 +218,14 @@ class SyncChatClient:
     def connect(self) -> Session:
         return self._loop.run(self.client.connect())
 
-    def close(self) -> None:
+    def close(self, timeout: float = CLOSE_TIMEOUT_S) -> None:
+        """Disconnect, waiting at most ``timeout`` s for the goodbye and again for the loop."""
         try:
-            self._loop.run(self.client.close(), CLOSE_TIMEOUT_S)
+            self._loop.run(self.client.close(), timeout)
         except concurrent.futures.TimeoutError:
             pass
         finally:
-            self._loop.stop()
+            self._loop.stop(timeout)
 
     def __enter__(self) -> SyncChatClient:
         try:
@@ -239,7 +241,9 @@ class SyncChatClient:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self.close()
+        # After Ctrl-C the user wants out now; the server also notices a dropped socket.
+        interrupted = exc_type is not None and issubclass(exc_type, KeyboardInterrupt)
+        self.close(INTERRUPTED_CLOSE_TIMEOUT_S if interrupted else CLOSE_TIMEOUT_S)
 
     def stream(self, messages: Messages, **options: Any) -> SyncStream:
         return SyncStream(self._loop, self.client.stream(messages, **options))
