@@ -4,6 +4,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import pytest
+import redis.asyncio as aioredis
 
 from tests.harness import Recorder, RunningServer, base_settings, run_server
 from tests.upstream_double import UpstreamDouble
@@ -65,6 +66,17 @@ def key_prefix() -> str:
     import secrets
 
     return f"test-{secrets.token_hex(6)}:"
+
+
+@pytest.fixture
+async def redis_client(redis_url: str, key_prefix: str) -> AsyncIterator[aioredis.Redis]:
+    """A client on the test's Redis; every key under the test's prefix goes at the end."""
+    client = aioredis.from_url(redis_url)
+    yield client
+    keys = [key async for key in client.scan_iter(match=f"{key_prefix}*")]
+    if keys:
+        await client.delete(*keys)
+    await client.aclose()
 
 
 @pytest.fixture(scope="session")

@@ -39,17 +39,6 @@ Settings = Callable[..., Any]
 pytestmark = pytest.mark.redis
 
 
-@pytest.fixture
-async def redis_keys(redis_url: str, key_prefix: str) -> AsyncIterator[aioredis.Redis]:
-    """A client on the test's Redis; every key under the test's prefix goes at the end."""
-    client = aioredis.from_url(redis_url)
-    yield client
-    keys = [key async for key in client.scan_iter(match=f"{key_prefix}*")]
-    if keys:
-        await client.delete(*keys)
-    await client.aclose()
-
-
 async def stream_keys(client: aioredis.Redis, prefix: str) -> list[bytes]:
     """The stream log's keys under ``prefix`` (streams, metas, request-id index)."""
     return [
@@ -61,7 +50,7 @@ async def stream_keys(client: aioredis.Redis, prefix: str) -> list[bytes]:
 
 @pytest.fixture
 def two_nodes(
-    upstream: UpstreamDouble, redis_url: str, key_prefix: str, redis_keys: aioredis.Redis
+    upstream: UpstreamDouble, redis_url: str, key_prefix: str, redis_client: aioredis.Redis
 ) -> Callable[..., Any]:
     """Start two ``python -m server`` processes sharing Redis; stopped after the test."""
 
@@ -182,7 +171,7 @@ async def test_redis_log_same_node_drop_and_resume(
     recorders: Callable[[], Recorder],
     redis_url: str,
     key_prefix: str,
-    redis_keys: aioredis.Redis,
+    redis_client: aioredis.Redis,
 ) -> None:
     upstream.scenarios["quick"] = Scenario(name="quick", text=SLOW_TEXT, delay_s=0.05)
     settings = settings_for(redis_url=redis_url, redis_key_prefix=key_prefix)
@@ -214,7 +203,7 @@ async def test_redis_keys_are_gone_after_1000_finished_requests_and_the_retentio
     settings_for: Settings,
     redis_url: str,
     key_prefix: str,
-    redis_keys: aioredis.Redis,
+    redis_client: aioredis.Redis,
 ) -> None:
     settings = settings_for(
         redis_url=redis_url,
@@ -225,16 +214,16 @@ async def test_redis_keys_are_gone_after_1000_finished_requests_and_the_retentio
     )
     async with run_server(settings) as srv:
         await run_many_over_websocket(srv, 1000, parallel=8)
-        assert await stream_keys(redis_keys, key_prefix)  # the latest are kept for resume
+        assert await stream_keys(redis_client, key_prefix)  # the latest are kept for resume
         assert await srv.app.runtime.log.size() > 0
         deadline = time.monotonic() + 20
-        while await stream_keys(redis_keys, key_prefix) and time.monotonic() < deadline:
+        while await stream_keys(redis_client, key_prefix) and time.monotonic() < deadline:
             await asyncio.sleep(0.2)
-        assert await stream_keys(redis_keys, key_prefix) == []
+        assert await stream_keys(redis_client, key_prefix) == []
         assert await srv.app.runtime.log.size() == 0
     assert sum(r.completed for r in upstream.requests) == 1000
     # a stopped node leaves no heartbeat behind either
-    assert [key async for key in redis_keys.scan_iter(match=f"{key_prefix}nodes:*")] == []
+    assert [key async for key in redis_client.scan_iter(match=f"{key_prefix}nodes:*")] == []
 
 
 async def test_redis_log_resume_on_the_live_connection_never_duplicates(
@@ -243,7 +232,7 @@ async def test_redis_log_resume_on_the_live_connection_never_duplicates(
     recorders: Callable[[], Recorder],
     redis_url: str,
     key_prefix: str,
-    redis_keys: aioredis.Redis,
+    redis_client: aioredis.Redis,
 ) -> None:
     """With the Redis log the replay may read the terminal before the live copy is sent:
     the live copy must still be skipped (one ``done``)."""

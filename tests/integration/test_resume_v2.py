@@ -11,11 +11,11 @@ import redis.asyncio as aioredis
 
 from tests.harness import STREAM_EVENTS, Recorder, run_server
 from tests.integration.resume_helpers import connect
-from tests.integration.test_resume_redis import redis_keys, two_nodes
+from tests.integration.test_resume_redis import two_nodes
 from tests.upstream_double import UpstreamDouble
 from tests.upstream_scenarios import SLOW_TEXT, Scenario
 
-__all__ = ["redis_keys", "two_nodes"]  # fixtures used below
+__all__ = ["two_nodes"]  # a fixture used below
 
 THOUGHTS = [f"thought{i} " for i in range(20)]
 THINKER = Scenario(
@@ -67,7 +67,7 @@ async def test_resume_mid_reasoning_on_another_node(
     two_nodes: Callable[..., Any],
     upstream: UpstreamDouble,
     recorders: Callable[[], Recorder],
-    redis_keys: aioredis.Redis,
+    redis_client: aioredis.Redis,
 ) -> None:
     upstream.scenarios["thinker"] = THINKER
     async with two_nodes(RESUME_GRACE_S="5", TOKEN_COALESCE_MS="0") as (one, two):
@@ -87,7 +87,7 @@ async def test_room_broadcast_of_reasoning_across_nodes(
     two_nodes: Callable[..., Any],
     upstream: UpstreamDouble,
     recorders: Callable[[], Recorder],
-    redis_keys: aioredis.Redis,
+    redis_client: aioredis.Redis,
 ) -> None:
     upstream.scenarios["thinker"] = THINKER
     async with two_nodes() as (one, two):
@@ -115,7 +115,7 @@ async def test_a_killed_node_ends_the_resumed_stream_with_server_shutdown_and_la
     two_nodes: Callable[..., Any],
     upstream: UpstreamDouble,
     recorders: Callable[[], Recorder],
-    redis_keys: aioredis.Redis,
+    redis_client: aioredis.Redis,
 ) -> None:
     upstream.scenarios["long_thinker"] = Scenario(
         name="long_thinker", reasoning=[f"t{i} " for i in range(600)], reasoning_delay_s=0.05

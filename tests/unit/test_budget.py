@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 import pytest
@@ -123,16 +122,6 @@ async def test_memory_counters_keep_yesterday_for_streams_that_cross_midnight() 
     assert await counters.add("alice", "2026-12-04", 5, 0.0, 0) == (10, 0.0)
     await counters.add("alice", "2026-12-06", 1, 0.0, 0)
     assert await counters.add("alice", "2026-12-04", 0, 0.0, 0) == (0, 0.0)  # gone
-
-
-@pytest.fixture
-async def redis_client(redis_url: str, key_prefix: str) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.from_url(redis_url)
-    yield client
-    keys = [key async for key in client.scan_iter(match=key_prefix + "*")]
-    if keys:
-        await client.delete(*keys)
-    await client.aclose()
 
 
 @pytest.mark.redis

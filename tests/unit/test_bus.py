@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import shutil
 import time
-from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio as aioredis
@@ -35,13 +34,6 @@ async def test_local_bus_delivers_only_to_its_own_node() -> None:
     assert handler.calls == [("cancel", "k1"), ("cancel", "k2")]
     await bus.aclose()
     assert await bus.send(bus.node_id, "cancel", "k1") is False
-
-
-@pytest.fixture
-async def redis_client(redis_url: str, key_prefix: str) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.from_url(redis_url)
-    yield client
-    await client.aclose()
 
 
 async def test_redis_bus_reaches_the_other_node_and_returns_its_answer(

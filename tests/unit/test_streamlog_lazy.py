@@ -18,17 +18,7 @@ pytestmark = pytest.mark.redis
 
 
 @pytest.fixture
-async def redis(redis_url: str, key_prefix: str) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.from_url(redis_url)
-    yield client
-    keys = [key async for key in client.scan_iter(match=f"{key_prefix}*")]
-    if keys:
-        await client.delete(*keys)
-    await client.aclose()
-
-
-@pytest.fixture
-async def nodes(redis: aioredis.Redis, key_prefix: str) -> AsyncIterator[Callable[..., Any]]:
+async def nodes(redis_client: aioredis.Redis, key_prefix: str) -> AsyncIterator[Callable[..., Any]]:
     """Logs of several nodes on one Redis; ``ask_node`` reaches the named node's log."""
     made: dict[str, RedisStreamLog] = {}
 
@@ -38,7 +28,7 @@ async def nodes(redis: aioredis.Redis, key_prefix: str) -> AsyncIterator[Callabl
 
     def make(node_id: str, *, max_events: int = 100_000) -> RedisStreamLog:
         log = RedisStreamLog(
-            redis,
+            redis_client,
             prefix=key_prefix,
             node_id=node_id,
             retention_s=30,
@@ -76,7 +66,7 @@ async def collect(log: RedisStreamLog, key: str, after_seq: int) -> list[Any]:
 
 
 async def test_a_private_stream_costs_no_write_per_event_and_ends_as_one_value(
-    nodes: Callable[..., RedisStreamLog], redis: aioredis.Redis, key_prefix: str
+    nodes: Callable[..., RedisStreamLog], redis_client: aioredis.Redis, key_prefix: str
 ) -> None:
     owner, reader = nodes("n1"), nodes("n2")
     m = meta()
@@ -84,7 +74,7 @@ async def test_a_private_stream_costs_no_write_per_event_and_ends_as_one_value(
     for seq in range(5):
         await owner.append(m.key, "token", token(seq))
     await asyncio.sleep(0.1)
-    assert await redis.exists(f"{key_prefix}log:{m.key}") == 0
+    assert await redis_client.exists(f"{key_prefix}log:{m.key}") == 0
     found = await reader.meta(m.key)
     assert found is not None
     assert found.lazy
@@ -92,7 +82,7 @@ async def test_a_private_stream_costs_no_write_per_event_and_ends_as_one_value(
     await owner.close(m.key, "done", DONE)
     assert owner.events_written == 6
     assert owner.batches_written == 1
-    assert await redis.exists(f"{key_prefix}body:{m.key}") == 1
+    assert await redis_client.exists(f"{key_prefix}body:{m.key}") == 1
     assert await collect(reader, m.key, -1) == [
         *(("token", token(s)) for s in range(5)),
         ("done", DONE),
@@ -147,35 +137,35 @@ async def test_a_reader_on_the_owning_node_writes_it_itself(
 
 
 async def test_a_dead_owner_ends_the_reader_with_orphaned(
-    nodes: Callable[..., RedisStreamLog], redis: aioredis.Redis, key_prefix: str
+    nodes: Callable[..., RedisStreamLog], redis_client: aioredis.Redis, key_prefix: str
 ) -> None:
     owner, reader = nodes("dead"), nodes("n2")
     m = meta()
     await owner.open(m)
     await owner.append(m.key, "token", token(0))
     reader.ask_node = None  # its node does not answer…
-    await redis.delete(f"{key_prefix}nodes:dead")  # …and its lease has run out
+    await redis_client.delete(f"{key_prefix}nodes:dead")  # …and its lease has run out
     with pytest.raises(StreamLost) as lost:
         await collect(reader, m.key, -1)
     assert lost.value.reason == "orphaned"
 
 
 async def test_room_streams_are_logged_as_they_go(
-    nodes: Callable[..., RedisStreamLog], redis: aioredis.Redis, key_prefix: str
+    nodes: Callable[..., RedisStreamLog], redis_client: aioredis.Redis, key_prefix: str
 ) -> None:
     owner = nodes("n1")
     m = meta(room="lobby")
     await owner.open(m)
     await owner.append(m.key, "token", token(0))
     await asyncio.sleep(0.2)
-    assert await redis.xlen(f"{key_prefix}log:{m.key}") == 1
+    assert await redis_client.xlen(f"{key_prefix}log:{m.key}") == 1
     found = await owner.meta(m.key)
     assert found is not None
     assert not found.lazy
 
 
 async def test_a_long_lazy_stream_goes_to_the_log_by_itself(
-    nodes: Callable[..., RedisStreamLog], redis: aioredis.Redis, key_prefix: str
+    nodes: Callable[..., RedisStreamLog], redis_client: aioredis.Redis, key_prefix: str
 ) -> None:
     owner, reader = nodes("n1", max_events=10), nodes("n2")
     reader.ask_node = None  # nobody asks: the length alone moves it
@@ -184,7 +174,7 @@ async def test_a_long_lazy_stream_goes_to_the_log_by_itself(
     for seq in range(10):
         await owner.append(m.key, "token", token(seq))
     await asyncio.sleep(0.3)
-    assert await redis.xlen(f"{key_prefix}log:{m.key}") == 10
+    assert await redis_client.xlen(f"{key_prefix}log:{m.key}") == 10
     await owner.append(m.key, "token", token(10))
     await owner.close(m.key, "done", DONE)
     assert await collect(reader, m.key, 7) == [
