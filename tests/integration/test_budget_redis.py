@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from contextlib import AsyncExitStack
 from typing import Any
 
@@ -21,16 +21,10 @@ BUDGET = 500
 
 
 @pytest.fixture
-async def prefix(redis_url: str, key_prefix: str) -> AsyncIterator[str]:
-    """This test's key prefix on the shared Redis; its keys are deleted afterwards."""
-    yield key_prefix
-    client = aioredis.from_url(redis_url)
-    try:
-        keys = [key async for key in client.scan_iter(match=key_prefix + "*")]
-        if keys:
-            await client.delete(*keys)
-    finally:
-        await client.aclose()
+def prefix(redis_client: aioredis.Redis, key_prefix: str) -> str:
+    """This test's key prefix on the shared Redis; its keys are deleted afterwards
+    (by ``redis_client``)."""
+    return key_prefix
 
 
 async def test_two_nodes_stop_a_user_at_the_shared_budget(

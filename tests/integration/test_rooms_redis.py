@@ -37,16 +37,10 @@ Factory = Callable[[], Recorder]
 
 
 @pytest.fixture
-async def prefix(redis_url: str, key_prefix: str) -> AsyncIterator[str]:
-    """This test's key prefix on the shared Redis; its keys are deleted afterwards."""
-    yield key_prefix
-    client = aioredis.from_url(redis_url)
-    try:
-        keys = [key async for key in client.scan_iter(match=key_prefix + "*")]
-        if keys:
-            await client.delete(*keys)
-    finally:
-        await client.aclose()
+def prefix(redis_client: aioredis.Redis, key_prefix: str) -> str:
+    """This test's key prefix on the shared Redis; its keys are deleted afterwards
+    (by ``redis_client``)."""
+    return key_prefix
 
 
 def node_env(upstream: UpstreamDouble, redis_url: str, prefix: str) -> dict[str, str]:

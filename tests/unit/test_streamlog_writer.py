@@ -21,13 +21,13 @@ MakeLog = Callable[..., RedisStreamLog]
 
 
 @pytest.fixture
-async def make_log(redis_url: str, key_prefix: str) -> AsyncIterator[MakeLog]:
+async def make_log(redis_client: aioredis.Redis, key_prefix: str) -> AsyncIterator[MakeLog]:
+    """Logs on the test's Redis, closed before ``redis_client`` removes the test's keys."""
     logs: list[RedisStreamLog] = []
-    client = aioredis.from_url(redis_url)
 
     def make(*, flush_s: float, node_id: str = "n1") -> RedisStreamLog:
         log = RedisStreamLog(
-            client,
+            redis_client,
             prefix=key_prefix,
             node_id=node_id,
             retention_s=30,
@@ -41,10 +41,6 @@ async def make_log(redis_url: str, key_prefix: str) -> AsyncIterator[MakeLog]:
     yield make
     for log in logs:
         await log.aclose()
-    keys = [key async for key in client.scan_iter(match=f"{key_prefix}*")]
-    if keys:
-        await client.delete(*keys)
-    await client.aclose()
 
 
 def meta(request_id: str) -> StreamMeta:
@@ -91,30 +87,26 @@ async def test_one_round_carries_the_entries_of_many_streams(make_log: MakeLog) 
 
 
 async def test_first_and_terminal_entries_do_not_wait_for_the_window(
-    make_log: MakeLog, redis_url: str, key_prefix: str
+    make_log: MakeLog, redis_client: aioredis.Redis, key_prefix: str
 ) -> None:
     log = make_log(flush_s=30)  # a window far longer than the test
-    client = aioredis.from_url(redis_url)
     m = meta("r1")
     log_key = f"{key_prefix}log:{m.key}"
-    try:
-        await log.open(m)
-        await log.append(m.key, "token", token("r1", 0))
-        first = await asyncio.wait_for(take_one(log, m.key), 2)  # stored at once
-        assert first == ("token", token("r1", 0))
-        await log.append(m.key, "token", token("r1", 1))
-        await log.append(m.key, "token", token("r1", 2))
-        await asyncio.sleep(0.3)
-        assert await stored(client, log_key) == 1  # later tokens wait for the window…
-        started = time.monotonic()
-        await log.close(m.key, "done", done("r1"))  # …but the terminal does not
-        assert time.monotonic() - started < 2
-        assert await read_all(log, m.key) == [
-            *(("token", token("r1", s)) for s in range(3)),
-            ("done", done("r1")),
-        ]
-    finally:
-        await client.aclose()
+    await log.open(m)
+    await log.append(m.key, "token", token("r1", 0))
+    first = await asyncio.wait_for(take_one(log, m.key), 2)  # stored at once
+    assert first == ("token", token("r1", 0))
+    await log.append(m.key, "token", token("r1", 1))
+    await log.append(m.key, "token", token("r1", 2))
+    await asyncio.sleep(0.3)
+    assert await stored(redis_client, log_key) == 1  # later tokens wait for the window…
+    started = time.monotonic()
+    await log.close(m.key, "done", done("r1"))  # …but the terminal does not
+    assert time.monotonic() - started < 2
+    assert await read_all(log, m.key) == [
+        *(("token", token("r1", s)) for s in range(3)),
+        ("done", done("r1")),
+    ]
 
 
 async def take_one(log: RedisStreamLog, key: str) -> Any:
@@ -137,35 +129,31 @@ async def test_a_window_of_zero_still_batches_what_queued_meanwhile(make_log: Ma
 
 
 async def test_a_write_redis_refuses_breaks_only_its_stream(
-    make_log: MakeLog, redis_url: str, key_prefix: str
+    make_log: MakeLog, redis_client: aioredis.Redis, key_prefix: str
 ) -> None:
     log = make_log(flush_s=0.05)
-    client = aioredis.from_url(redis_url)
     good, bad = meta("good"), meta("bad")
-    try:
+    for m in (good, bad):
+        await log.open(m)
+        await log.append(m.key, "token", token(m.request_id, 0))
+    await asyncio.sleep(0.2)  # the first entries are stored
+    # the bad stream's log key turns into a string: its XADDs fail (WRONGTYPE)
+    await redis_client.set(f"{key_prefix}log:{bad.key}", "not a stream")
+    for seq in range(1, 4):
         for m in (good, bad):
-            await log.open(m)
-            await log.append(m.key, "token", token(m.request_id, 0))
-        await asyncio.sleep(0.2)  # the first entries are stored
-        # the bad stream's log key turns into a string: its XADDs fail (WRONGTYPE)
-        await client.set(f"{key_prefix}log:{bad.key}", "not a stream")
-        for seq in range(1, 4):
-            for m in (good, bad):
-                await log.append(m.key, "token", token(m.request_id, seq))
-        await asyncio.sleep(0.2)  # one round with both streams
-        await client.delete(f"{key_prefix}log:{bad.key}")
-        for m in (good, bad):  # the good stream goes on; the bad one is not kept any more
-            await log.append(m.key, "token", token(m.request_id, 4))
-            await log.close(m.key, "done", done(m.request_id))
-        assert await read_all(log, good.key) == [
-            *(("token", token("good", s)) for s in range(5)),
-            ("done", done("good")),
-        ]
-        with pytest.raises(StreamLost):  # the hole before the terminal entry shows
-            await read_all(log, bad.key)
-        assert await read_all(log, bad.key, 4) == [("done", done("bad"))]
-    finally:
-        await client.aclose()
+            await log.append(m.key, "token", token(m.request_id, seq))
+    await asyncio.sleep(0.2)  # one round with both streams
+    await redis_client.delete(f"{key_prefix}log:{bad.key}")
+    for m in (good, bad):  # the good stream goes on; the bad one is not kept any more
+        await log.append(m.key, "token", token(m.request_id, 4))
+        await log.close(m.key, "done", done(m.request_id))
+    assert await read_all(log, good.key) == [
+        *(("token", token("good", s)) for s in range(5)),
+        ("done", done("good")),
+    ]
+    with pytest.raises(StreamLost):  # the hole before the terminal entry shows
+        await read_all(log, bad.key)
+    assert await read_all(log, bad.key, 4) == [("done", done("bad"))]
 
 
 async def test_reopening_a_key_while_it_is_queued_forgets_the_old_queue(
