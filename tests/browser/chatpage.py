@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +21,7 @@ CHROMIUM_ARGS = [
     "--no-first-run",
     "--disable-quic",
 ]
+CONNECTED = re.compile(r"^Connected$")
 STEP_MS = 15_000  # generous: two cores shared by many jobs
 
 
@@ -51,7 +53,9 @@ class ChatPage:
         await self.wait_connected()
 
     async def wait_connected(self) -> None:
-        await self.status.filter(has_text="Connected").wait_for()
+        # The whole text: a substring match (has_text="Connected") also matches the
+        # "Not connected" a page shows before its script has started.
+        await self.status.filter(has_text=CONNECTED).wait_for()
 
     @property
     def status(self) -> Locator:
