@@ -190,7 +190,6 @@ class RedisStreamLog:
         self.ask_node: Callable[[str, str], Awaitable[bool]] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._heartbeat: asyncio.Task[None] | None = None
-        self._index = redis.register_script(_INDEX_SCRIPT)
         self._writer = BatchWriter(
             redis,
             add_to_index=self._add_to_index,
@@ -255,7 +254,7 @@ class RedisStreamLog:
                 pipe.delete(lkey, mkey, self._body_key(key))
                 pipe.hset(mkey, mapping=fields)
                 pipe.pexpire(mkey, self._live_ttl_ms)
-                await self._add_to_index(pipe, meta, self._live_ttl_ms)
+                self._add_to_index(pipe, meta, self._live_ttl_ms)
                 await pipe.execute()
         except (RedisError, OSError, TimeoutError) as exc:
             # The answer still streams live; only resuming it will not be possible.
@@ -267,14 +266,17 @@ class RedisStreamLog:
             return
         stream.kept = True
 
-    async def _add_to_index(self, pipe: Any, meta: StreamMeta, ttl_ms: int) -> None:
-        """Queue on ``pipe``: index ``meta.key`` under its request id until ``ttl_ms`` from now."""
+    def _add_to_index(self, pipe: Any, meta: StreamMeta, ttl_ms: int) -> None:
+        """Queue on ``pipe``: index ``meta.key`` under its request id until ``ttl_ms`` from now.
+
+        By ``EVAL`` with the script's text, not a registered ``Script``: redis-py sends a
+        ``SCRIPT EXISTS`` round trip of its own before every pipeline holding one, which
+        was two of a request's round trips (open and end).  Redis caches the compiled
+        script by its hash, so the text costs a few hundred bytes on the wire, no more.
+        """
         now_ms = int(time.time() * 1000)
-        await self._index(
-            keys=[self._rid_key(meta.request_id)],
-            args=[meta.key, now_ms + ttl_ms, now_ms],
-            client=pipe,
-        )
+        rid_key = self._rid_key(meta.request_id)
+        pipe.eval(_INDEX_SCRIPT, 1, rid_key, meta.key, now_ms + ttl_ms, now_ms)
 
     async def append(self, key: str, event: str, payload: dict[str, Any]) -> None:
         stream = self._streams.get(key)
@@ -327,7 +329,7 @@ class RedisStreamLog:
                 pipe.set(self._body_key(stream.meta.key), body, px=ttl_ms)
                 pipe.hset(stream.meta_key, "ended", "1")
                 pipe.pexpire(stream.meta_key, ttl_ms)
-                await self._add_to_index(pipe, stream.meta, ttl_ms)
+                self._add_to_index(pipe, stream.meta, ttl_ms)
                 await pipe.execute()
         except (RedisError, OSError, TimeoutError) as exc:
             logger.warning(

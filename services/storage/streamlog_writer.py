@@ -27,7 +27,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,7 +43,7 @@ WRITE_ATTEMPTS = 2  # the client already retries a dropped connection once
 MAX_PENDING = 2000  # queued events per stream before append waits for the writer
 
 Entry = tuple[int, str, bytes, bool]  # (index = seq position, event, JSON payload, terminal)
-AddToIndex = Callable[[Any, StreamMeta, int], Awaitable[None]]  # (pipeline, meta, ttl_ms)
+AddToIndex = Callable[[Any, StreamMeta, int], None]  # queues on (pipeline, meta, ttl_ms)
 _FAILURES = (RedisError, OSError, TimeoutError)
 
 
@@ -265,7 +265,7 @@ class BatchWriter:
                     ttl_ms = self._retention_ms if ended else self._live_ttl_ms
                     pipe.pexpire(stream.log_key, ttl_ms)
                     pipe.pexpire(stream.meta_key, ttl_ms)
-                    await self._add_to_index(pipe, stream.meta, ttl_ms)
+                    self._add_to_index(pipe, stream.meta, ttl_ms)
                 spans.append((stream, len(pipe)))
             replies = await pipe.execute(raise_on_error=False)
         failed: set[LogStream] = set()

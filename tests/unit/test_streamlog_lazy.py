@@ -181,3 +181,27 @@ async def test_a_long_lazy_stream_goes_to_the_log_by_itself(
         *(("token", token(s)) for s in range(8, 11)),
         ("done", DONE),
     ]
+
+
+async def _script_exists_calls(redis: aioredis.Redis) -> int:
+    stats = await redis.info("commandstats")
+    return int(stats.get("cmdstat_script|exists", {}).get("calls", 0))
+
+
+@pytest.mark.parametrize("room", [None, "lobby"], ids=["lazy", "room"])
+async def test_open_and_end_send_no_script_check_and_index_after_redis_forgot_scripts(
+    nodes: Callable[..., RedisStreamLog], redis_client: aioredis.Redis, room: str | None
+) -> None:
+    """The request-id index goes by EVAL in the open and end pipelines: redis-py would send
+    a ``SCRIPT EXISTS`` round trip before a pipeline holding a registered script, and a
+    Redis that restarted (no scripts cached) must still index the stream."""
+    owner, reader = nodes("n1"), nodes("n2")
+    await redis_client.script_flush()
+    before = await _script_exists_calls(redis_client)
+    m = meta(room=room)
+    await owner.open(m)
+    await owner.append(m.key, "token", token(0))
+    await owner.close(m.key, "done", DONE)
+    assert await _script_exists_calls(redis_client) == before
+    assert [found.key for found in await reader.find("r1")] == [m.key]
+    assert await collect(reader, m.key, -1) == [("token", token(0)), ("done", DONE)]
