@@ -133,9 +133,13 @@ class Nginx:
         return lines
 
 
-def source_session(address: str) -> aiohttp.ClientSession:
+def source_session(
+    address: str, trace_configs: list[aiohttp.TraceConfig] | None = None
+) -> aiohttp.ClientSession:
     """An aiohttp session whose connections leave from ``address`` (any of 127.0.0.0/8)."""
-    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(local_addr=(address, 0)))
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(local_addr=(address, 0)), trace_configs=trace_configs
+    )
 
 
 @asynccontextmanager
