@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import ctypes.util
 import os
 import shutil
 import signal
@@ -20,8 +22,29 @@ _TICK = os.sysconf("SC_CLK_TCK")
 _PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
 
 
+def _libc_cpu_clock() -> Any:
+    """glibc's ``clock_getcpuclockid``, or None (then ``/proc`` ticks are read)."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        return libc.clock_getcpuclockid
+    except (OSError, AttributeError):
+        return None
+
+
+_CPU_CLOCK = _libc_cpu_clock()
+
+
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far (``/proc/<pid>/stat``)."""
+    """User + system CPU time of a process so far, all its threads.
+
+    Read from the process's CPU-time clock (nanoseconds); ``/proc/<pid>/stat`` counts in
+    clock ticks (10 ms), an error of a few per cent on a run of half a second.
+    """
+    if _CPU_CLOCK is not None:
+        clock = ctypes.c_int()
+        if _CPU_CLOCK(pid, ctypes.byref(clock)) == 0:
+            with contextlib.suppress(OSError):
+                return time.clock_gettime(clock.value)
     stat = Path(f"/proc/{pid}/stat").read_text()
     fields = stat[stat.rindex(")") + 2 :].split()
     return (int(fields[11]) + int(fields[12])) / _TICK  # utime, stime
