@@ -25,7 +25,7 @@ _PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
 def _libc_cpu_clock() -> Any:
     """glibc's ``clock_getcpuclockid``, or None (then ``/proc`` ticks are read)."""
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
         return libc.clock_getcpuclockid
     except (OSError, AttributeError):
         return None
