@@ -169,7 +169,9 @@ def write_chart(report: dict[str, Any], path: Path) -> Path | None:
         "ours-uvicorn-redis": "#805ad5",
         "ours-2w": "#68a0d8",
         "ours-4w": "#90cdf4",
+        "ours-2p": "#2c5282",
         "peer": "#dd6b20",
+        "peer-2p": "#f6ad55",
     }
     colors = [palette.get(t, "#38a169") for t in targets]
     panels = [

@@ -27,7 +27,7 @@ from bench.acceptance import acceptance
 from bench.procs import LoadRun, Proc, free_port, node_binary, start, wait_port
 from bench.profile import Profiler
 from bench.report import print_report, ratios, write_chart
-from bench.scenarios import FULL, QUICK, WARMUP, Scenario
+from bench.scenarios import FULL, QUICK, Scenario, warmup_for
 from bench.targets import (
     BENCH_DIR,
     DEFAULT_TARGETS,
@@ -296,7 +296,7 @@ async def measure(
     running = await target.start(ctx)
     redis_stats = ctx.redis_stats if target.redis else None
     try:
-        warm = await run_load(WARMUP, running, ctx.jwt_secret, {})
+        warm = await run_load(warmup_for(scenario), running, ctx.jwt_secret, {})
         if sum(warm["violations"].values()):
             print(f"  warm-up violations: {warm['violations']}", file=sys.stderr)
         await asyncio.sleep(1.0)

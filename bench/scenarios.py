@@ -41,3 +41,19 @@ QUICK = {
     "idle": Scenario("idle", clients=100, hold_s=2.0, timeout_s=60),
 }
 WARMUP = Scenario("warmup", clients=4, requests=1, tokens=50, timeout_s=30)
+
+
+def warmup_for(scenario: Scenario) -> Scenario:
+    """The warm-up before ``scenario``: as many chats at once as it will run.
+
+    A server's connection pools (upstream HTTP, Redis) grow to the peak number of chats in
+    flight once and then keep their connections; opening them is a one-time cost, like the
+    imports a first chat pays. Warming up with the scenario's concurrency measures every
+    target in that steady state. Idle keeps the small warm-up: its RSS baseline is read after
+    it, and a larger one would move RSS per connection.
+    """
+    if scenario.idle:
+        return WARMUP
+    return Scenario(
+        "warmup", clients=scenario.clients, requests=scenario.requests, tokens=50, timeout_s=60
+    )

@@ -97,25 +97,27 @@ class Target:
         return [sys.executable, "-m", "server"]
 
     async def _start_peer(self, ctx: RunContext) -> Running:
-        port = free_port()
-        env = {
-            "JWT_SECRET": ctx.jwt_secret,
-            "OPENROUTER_API_KEY": "bench-key",
-            "OPENROUTER_BASE_URL": ctx.upstream_url,
-            "PORT": str(port),
-            **self.env,
-        }
-        proc = await start(
-            self.name,
-            [node_binary(), str(NODE_DIR / "peer.mjs")],
-            env=env,
-            cwd=BENCH_DIR.parent,
-            log_dir=ctx.log_dir,
-        )
-        url = f"http://127.0.0.1:{port}"
-        running = Running([proc], [url])
+        procs: list[Proc] = []
+        urls: list[str] = []
+        for index in range(self.workers):
+            port = free_port()
+            env = {
+                "JWT_SECRET": ctx.jwt_secret,
+                "OPENROUTER_API_KEY": "bench-key",
+                "OPENROUTER_BASE_URL": ctx.upstream_url,
+                "PORT": str(port),
+                **self.env,
+            }
+            name = f"{self.name}-{index}" if self.workers > 1 else self.name
+            argv = [node_binary(), str(NODE_DIR / "peer.mjs")]
+            procs.append(
+                await start(name, argv, env=env, cwd=BENCH_DIR.parent, log_dir=ctx.log_dir)
+            )
+            urls.append(f"http://127.0.0.1:{port}")
+        running = Running(procs, urls)
         try:
-            await wait_http(f"{url}/health", proc)
+            for proc, url in zip(procs, urls, strict=True):
+                await wait_http(f"{url}/health", proc)
         except BaseException:
             await running.stop()
             raise
@@ -138,6 +140,10 @@ def all_targets(before_src: Path | None = None) -> list[Target]:
         Target("ours-2w", "llm-relay, 2 processes + Redis", "ours", workers=2, redis=True),
         Target("ours-4w", "llm-relay, 4 processes + Redis", "ours", workers=4, redis=True),
         Target("peer", "Node socket.io@4 peer", "peer"),
+        # the process count without Redis, ours and the peer's (private streams need no
+        # sharing): what two processes cost on this machine before any multi-node work
+        Target("ours-2p", "llm-relay, 2 processes, no Redis", "ours", workers=2),
+        Target("peer-2p", "Node socket.io@4 peer, 2 processes", "peer", workers=2),
     ]
     if before_src is not None:
         targets.insert(0, Target("before", "llm-relay before tuning", "ours", src=before_src))

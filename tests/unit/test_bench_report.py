@@ -9,6 +9,7 @@ import pytest
 from bench.acceptance import acceptance
 from bench.run import parse_args, per_token_cpu
 from bench.scaleout import readme, scale_table, sizing, sizing_basis
+from bench.scenarios import FULL, WARMUP, warmup_for
 from bench.targets import DEFAULT_TARGETS, SCALE_TARGETS, all_targets
 
 NO_VIOLATIONS = {"seq_gap": 0}
@@ -150,3 +151,18 @@ def test_uvicorn_targets_start_with_uvicorns_own_command_line() -> None:
     assert targets["ours"].argv(8123)[1:] == ["-m", "server"]
     assert targets["ours-4w"].workers == 4
     assert targets["ours-4w"].redis
+
+
+def test_the_warm_up_runs_as_many_chats_at_once_as_the_scenario() -> None:
+    burst, paced, idle = FULL["burst"], FULL["paced"], FULL["idle"]
+    warm = warmup_for(burst)  # the pools grow to the scenario's peak before it is measured
+    assert (warm.clients, warm.requests) == (burst.clients, burst.requests) == (50, 2)
+    assert (warm.interval_ms, warm.tokens) == (0, 50)  # short chats, as fast as they go
+    assert (warmup_for(paced).clients, warmup_for(paced).requests) == (200, 1)
+    assert warmup_for(idle) == WARMUP  # the RSS baseline is read after it: kept small
+
+
+def test_two_process_targets_without_redis_for_ours_and_the_peer() -> None:
+    targets = {t.name: t for t in all_targets()}
+    assert (targets["ours-2p"].workers, targets["ours-2p"].redis) == (2, False)
+    assert (targets["peer-2p"].workers, targets["peer-2p"].kind) == (2, "peer")
