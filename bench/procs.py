@@ -50,6 +50,17 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / _TICK  # utime, stime
 
 
+def syscalls(pid: int) -> tuple[int, int]:
+    """Read- and write-family system calls of a process so far (``/proc/<pid>/io``), all its
+    threads; (0, 0) where the file cannot be read."""
+    try:
+        text = Path(f"/proc/{pid}/io").read_text()
+    except OSError:
+        return (0, 0)
+    fields = dict(line.split(": ", 1) for line in text.splitlines() if ": " in line)
+    return (int(fields.get("syscr", 0)), int(fields.get("syscw", 0)))
+
+
 def rss_kb(pid: int) -> int:
     """Resident set size (``/proc/<pid>/statm``), in KiB."""
     return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * _PAGE_KB
@@ -87,6 +98,9 @@ class Proc:
 
     def rss(self) -> int:
         return rss_kb(self.pid)
+
+    def syscalls(self) -> tuple[int, int]:
+        return syscalls(self.pid)
 
     async def stop(self, grace_s: float = 20) -> None:
         if self.proc.returncode is None:

@@ -22,6 +22,8 @@ ROWS: dict[str, list[tuple[str, tuple[str, ...], str]]] = {
         ("added latency p50 ms", ("latency_ms", "p50"), "{:.1f}"),
         ("added latency p99 ms", ("latency_ms", "p99"), "{:.1f}"),
         ("token events / request", ("events_per_request_mean",), "{:.0f}"),
+        ("relay read / write system calls per token", ("reads_per_token",), "{:.2f}"),
+        ("  writes", ("writes_per_token",), "{:.2f}"),
         ("protocol violations", ("violations_total",), "{:.0f}"),
         ("Redis CPU s", ("redis_cpu_s",), "{:.2f}"),
         ("Redis ops / token", ("redis_ops_per_token",), "{:.2f}"),

@@ -215,6 +215,7 @@ async def run_load(
             result["violations"]["connect_failed"] = ready["failed"]
             return result
         cpu_before = running.cpu()
+        calls_before = running.syscalls()
         side_before = {name: p.cpu() for name, p in others.items() if p is not None}
         client_before = _cpu_or_zero(load.pid)
         ops_before = await redis_stats.snapshot() if redis_stats else None
@@ -223,12 +224,16 @@ async def run_load(
         result = await load.read(scenario.timeout_s + 30)
         result["wall_s"] = time.monotonic() - started
         result["cpu_s"] = running.cpu() - cpu_before
+        reads, writes = (a - b for a, b in zip(running.syscalls(), calls_before, strict=True))
         result["client_cpu_s"] = _cpu_or_zero(load.pid) - client_before
         for name, proc in others.items():
             if proc is not None:
                 result[f"{name}_cpu_s"] = proc.cpu() - side_before[name]
         result["violations"]["connect_failed"] = ready["failed"]
         deltas = result.get("deltas") or 0
+        if deltas:  # system calls per token: how many reads and writes one delta costs
+            result["reads_per_token"] = reads / deltas
+            result["writes_per_token"] = writes / deltas
         if redis_stats is not None and ops_before is not None:
             ops = redisstats.delta(ops_before, await redis_stats.snapshot())
             result.update(redisstats.summarise(ops, deltas))

@@ -36,6 +36,10 @@ class Running:
     def rss(self) -> int:
         return sum(p.rss() for p in self.procs)
 
+    def syscalls(self) -> tuple[int, int]:
+        counts = [p.syscalls() for p in self.procs]
+        return (sum(r for r, _ in counts), sum(w for _, w in counts))
+
     async def stop(self) -> None:
         for proc in self.procs:
             await proc.stop()

@@ -9,6 +9,11 @@ stream has shown so far (``progress``, ``finished``, ``done``, ``eof``, ``yielde
   it, so a failure before then can be retried without a client seeing anything twice.
 - With ``gather_s`` > 0 a read after the first progress waits that long after its first
   bytes and takes everything that came meanwhile (the first progress is never held back).
+  When the last window caught several chunks (a fast stream), the connection's transport
+  stops reading meanwhile (``pause_reading``, asyncio's public transport API), so what the
+  upstream sends in the window waits in the kernel and comes in one read at its end: one
+  socket read per window, not one per segment. A stream at a model's pace (a chunk or two
+  per window) is not paused: there a pause saves no read and costs two ``epoll_ctl`` calls.
 - After ``[DONE]`` the body is read to its end (briefly bounded), so aiohttp returns the
   connection to its pool; a reader that stops early closes the connection instead, which
   stops the generation upstream.
@@ -37,10 +42,14 @@ __all__ = ["DRAIN_S", "ResponseReader"]
 
 DRAIN_S = 0.5  # after [DONE]: how long the rest of the body may take before we drop it
 _DRAIN_LIMIT = 64 * 1024
+_BUSY_CHUNKS = 4  # a window that caught this many chunks pauses the socket in the next one
+# loop turns after resume_reading() until the socket's data reached the response's buffer
+_POLL_TURNS = {"uvloop": 1}
 
 
 class ResponseReader:
     __slots__ = (
+        "_busy",
         "_decoder",
         "_failure",
         "_first_deadline",
@@ -51,6 +60,8 @@ class ResponseReader:
         "_resp",
         "_secret",
         "_total_deadline",
+        "_transport",
+        "_turns",
         "_watchdog",
         "done",
         "eof",
@@ -75,6 +86,10 @@ class ResponseReader:
         self._total_deadline = total_deadline
         self._idle_s = idle_s
         self._gather_s = gather_s
+        connection = resp.connection
+        self._transport = connection.transport if gather_s and connection is not None else None
+        self._busy = False  # the last window caught _BUSY_CHUNKS or more
+        self._turns = _POLL_TURNS.get(type(self._loop).__module__.partition(".")[0], 2)
         self._secret = secret  # redacted from logged upstream text
         self._decoder = SSEDecoder()
         self._watchdog = ReadDeadline(self._loop)
@@ -91,6 +106,7 @@ class ResponseReader:
         try:
             while not (self.done or self.eof):
                 chunks = self._decode(await self._read())
+                self._busy = len(chunks) >= _BUSY_CHUNKS
                 if chunks:
                     self.yielded = True
                     yield chunks
@@ -121,7 +137,10 @@ class ResponseReader:
         try:
             raw = await content.readany()
             if raw and self._gather_s and self.progress:
-                await sleep(loop, self._gather_s)  # let the window fill
+                if self._busy:
+                    await self._gather_paused()
+                else:
+                    await sleep(loop, self._gather_s)  # let the window fill
                 more = content.read_nowait()
                 if more:
                     raw += more
@@ -136,6 +155,28 @@ class ResponseReader:
         finally:
             self._watchdog.disarm()
         return raw
+
+    async def _gather_paused(self) -> None:
+        """Let the window fill with the socket's reading paused, then read what came once.
+
+        The transport is paused only when it is reading (aiohttp pauses it itself when its
+        buffer is full; that pause is left alone) and is always resumed. After the resume the
+        loop reads the socket on its next poll: one turn of uvloop's loop, two of asyncio's
+        (its ready callbacks run before the I/O callbacks of the same turn); anything later
+        belongs to the next window.
+        """
+        transport = self._transport
+        if transport is None or not transport.is_reading():
+            await sleep(self._loop, self._gather_s)  # let the window fill
+            return
+        transport.pause_reading()
+        try:
+            await sleep(self._loop, self._gather_s)
+        finally:
+            if not transport.is_closing():
+                transport.resume_reading()
+        for _ in range(self._turns):
+            await asyncio.sleep(0)
 
     def _decode(self, raw: bytes) -> list[Chunk]:
         """The chunks ``raw`` completed that may be yielded now; sets the stream's flags."""

@@ -3,6 +3,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import os
 import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -528,3 +529,100 @@ async def test_cancel_during_a_window_closes_the_connection(start: Any, session:
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
     await asyncio.wait_for(closed.wait(), 1)
+
+
+# -- a busy stream's window: the socket is not read until the window ends ----------------------
+
+TRICKLE_FRAMES = 60  # written 2 ms apart inside one paused window: one segment each
+
+
+def read_calls() -> int:
+    """Read-family system calls of this process so far (``/proc/self/io``)."""
+    with open("/proc/self/io") as io:
+        lines = io.read().splitlines()
+    for line in lines:
+        if line.startswith("syscr:"):
+            return int(line.split()[1])
+    raise AssertionError("no syscr in /proc/self/io")
+
+
+def busy_then_trickle(marks: dict[str, int]) -> Handler:
+    """c0 alone, then six deltas at once (a busy window), then p0..p59 one segment each,
+    2 ms apart, then a long pause before the finish."""
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        resp = await sse(frame("", role="assistant"), frame("c0"))(request)
+        await asyncio.sleep(0.05)
+        await resp.write(b"".join(frame(f"b{i}") for i in range(6)))
+        await asyncio.sleep(0.4)  # the 0.2 s window of b0..b5 ends: the stream counts as busy
+        marks["before"] = read_calls()
+        for i in range(TRICKLE_FRAMES):
+            await resp.write(frame(f"p{i}"))
+            await asyncio.sleep(0.002)
+        await asyncio.sleep(0.4)
+        marks["after"] = read_calls()
+        await resp.write(frame(None, "stop") + DONE)
+        return resp
+
+    return handler
+
+
+async def busy_stream(up_start: Callable[..., Awaitable[Upstream]], made: list[Any]) -> Any:
+    marks: dict[str, int] = {}
+    up = await up_start(busy_then_trickle(marks))
+    client = await make(made, up.url)
+    batches = [contents(b) async for b in client.stream(BODY, gather_s=0.2)]
+    return [b for b in batches if b], marks["after"] - marks["before"]
+
+
+def assert_one_batch_per_window(batches: list[list[str]]) -> None:
+    assert batches[0] == ["c0"]  # the first content at once
+    assert batches[1] == [f"b{i}" for i in range(6)]
+    # p0..p59 came within one window after p0 (about 0.12 s of a 0.2 s window): one batch
+    assert batches[2:] == [[f"p{i}" for i in range(TRICKLE_FRAMES)]]
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/io"), reason="counts reads in /proc/self/io")
+async def test_a_paused_window_still_gets_everything_that_came_in_it(
+    start: Any, session: Any
+) -> None:
+    """asyncio's loop: the resumed socket's bytes arrive two loop turns later (its socket
+    reads are recv() calls, which /proc/self/io does not count: the uvloop test below does)."""
+    batches, _reads = await busy_stream(start, session)
+    assert_one_batch_per_window(batches)
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/io"), reason="counts reads in /proc/self/io")
+def test_a_busy_window_reads_its_socket_once_at_its_end_on_uvloop() -> None:
+    """The server's loop (uvloop, whose socket reads are read() calls): the 60 segments of a
+    paused window cost a couple of reads, not 60, and the window still gets them all."""
+    import uvloop
+
+    async def main() -> tuple[list[list[str]], int]:
+        servers: list[web.AppRunner] = []
+        made: list[UpstreamClient] = []
+
+        async def up_start(*handlers: Handler) -> Upstream:
+            upstream = Upstream(*handlers)
+            app = web.Application()
+            app.router.add_post("/v1/chat/completions", upstream.handle)
+            runner = web.AppRunner(app, shutdown_timeout=0.5, access_log=None)
+            await runner.setup()
+            await web.TCPSite(runner, "127.0.0.1", 0).start()
+            upstream.url = f"http://127.0.0.1:{runner.addresses[0][1]}/v1/"
+            servers.append(runner)
+            return upstream
+
+        try:
+            result: tuple[list[list[str]], int] = await busy_stream(up_start, made)
+            return result
+        finally:
+            for client in made:
+                await client.aclose()
+            for runner in servers:
+                await runner.cleanup()
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        batches, reads = runner.run(main())
+    assert_one_batch_per_window(batches)
+    assert reads < TRICKLE_FRAMES / 4, reads
