@@ -60,7 +60,6 @@ class ResponseReader:
         "_resp",
         "_secret",
         "_total_deadline",
-        "_transport",
         "_turns",
         "_watchdog",
         "done",
@@ -86,8 +85,6 @@ class ResponseReader:
         self._total_deadline = total_deadline
         self._idle_s = idle_s
         self._gather_s = gather_s
-        connection = resp.connection
-        self._transport = connection.transport if gather_s and connection is not None else None
         self._busy = False  # the last window caught _BUSY_CHUNKS or more
         self._turns = _POLL_TURNS.get(type(self._loop).__module__.partition(".")[0], 2)
         self._secret = secret  # redacted from logged upstream text
@@ -165,7 +162,8 @@ class ResponseReader:
         (its ready callbacks run before the I/O callbacks of the same turn); anything later
         belongs to the next window.
         """
-        transport = self._transport
+        connection = self._resp.connection  # None once the body is in: the pool has it back
+        transport = connection.transport if connection is not None else None
         if transport is None or not transport.is_reading():
             await sleep(self._loop, self._gather_s)  # let the window fill
             return
