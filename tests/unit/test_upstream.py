@@ -626,3 +626,66 @@ def test_a_busy_window_reads_its_socket_once_at_its_end_on_uvloop() -> None:
         batches, reads = runner.run(main())
     assert_one_batch_per_window(batches)
     assert reads < TRICKLE_FRAMES / 4, reads
+
+
+def busy_then(after: Callable[[web.Request, web.StreamResponse], Awaitable[None]]) -> Handler:
+    """c0, then six deltas at once (the next window is paused), then ``after``."""
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        resp = await sse(frame("", role="assistant"), frame("c0"))(request)
+        await asyncio.sleep(0.05)
+        await resp.write(b"".join(frame(f"b{i}") for i in range(6)))
+        await asyncio.sleep(0.3)  # the window of b0..b5 (0.2 s) ends: the stream is busy
+        await resp.write(frame("x"))  # opens the paused window
+        await after(request, resp)
+        return resp
+
+    return handler
+
+
+async def test_a_connection_cut_inside_a_paused_window_is_a_stream_failure(
+    start: Any, session: Any
+) -> None:
+    async def cut(request: web.Request, resp: web.StreamResponse) -> None:
+        await asyncio.sleep(0.05)  # inside the paused window
+        await resp.write(frame("y"))
+        assert request.transport is not None
+        request.transport.abort()  # no [DONE], no finish: a reset connection
+
+    up = await start(busy_then(cut))
+    seen: list[Chunk] = []
+    err = await failure(await make(session, up.url), seen)
+    assert err.kind is UpstreamFailure.STREAM
+    # what came before the cut, even inside the paused window, was read and yielded
+    assert "".join(c.content for c in seen) == "c0" + "".join(f"b{i}" for i in range(6)) + "xy"
+
+
+async def test_cancel_inside_a_paused_window_closes_the_connection(
+    start: Any, session: Any
+) -> None:
+    closed = asyncio.Event()
+
+    async def forever(request: web.Request, resp: web.StreamResponse) -> None:
+        try:
+            while True:
+                await asyncio.sleep(0.01)
+                await resp.write(frame("more"))
+        finally:
+            closed.set()
+
+    up = await start(busy_then(forever))
+    batches: list[list[Chunk]] = []
+
+    async def consume() -> None:
+        async for batch in (await make(session, up.url)).stream(BODY, gather_s=0.2):
+            batches.append(batch)
+
+    task = asyncio.create_task(consume())
+    # b0..b5's window ends at ~0.25 s; from then on each 0.2 s window (about 20 frames) is
+    # paused, back to back: at 0.75 s the reader is inside one
+    await asyncio.sleep(0.75)
+    assert len(batches) >= 3  # busy windows came,
+    assert len(batches[-1]) >= 4  # each whole
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    await asyncio.wait_for(closed.wait(), 1)
