@@ -150,7 +150,17 @@ def all_targets(before_src: Path | None = None) -> list[Target]:
         Target("peer-2p", "Node socket.io@4 peer, 2 processes", "peer", workers=2),
     ]
     if before_src is not None:
-        targets.insert(0, Target("before", "llm-relay before tuning", "ours", src=before_src))
+        targets[:0] = [
+            Target("before", "llm-relay before tuning", "ours", src=before_src),
+            Target(
+                "before-2w",
+                "before, 2 processes + Redis",
+                "ours",
+                workers=2,
+                redis=True,
+                src=before_src,
+            ),
+        ]
     return targets
 
 
