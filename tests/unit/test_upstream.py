@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import os
@@ -13,6 +14,7 @@ import orjson
 import pytest
 from aiohttp import web
 
+from bench.procs import syscalls
 from services.upstream.client import (
     Chunk,
     UpstreamClient,
@@ -63,8 +65,9 @@ class Observer:
         self.retries.append(reason)
 
 
-@pytest.fixture
-async def start() -> AsyncIterator[Callable[..., Awaitable[Upstream]]]:
+@contextlib.asynccontextmanager
+async def upstreams() -> AsyncIterator[Callable[..., Awaitable[Upstream]]]:
+    """``start(*handlers)`` serves an ``Upstream`` on a loopback port; all stop on exit."""
     servers: list[tuple[Upstream, web.AppRunner]] = []
 
     async def start(*handlers: Handler) -> Upstream:
@@ -79,10 +82,18 @@ async def start() -> AsyncIterator[Callable[..., Awaitable[Upstream]]]:
         servers.append((upstream, runner))
         return upstream
 
-    yield start
-    for upstream, runner in servers:
-        upstream.release.set()
-        await runner.cleanup()
+    try:
+        yield start
+    finally:
+        for upstream, runner in servers:
+            upstream.release.set()
+            await runner.cleanup()
+
+
+@pytest.fixture
+async def start() -> AsyncIterator[Callable[..., Awaitable[Upstream]]]:
+    async with upstreams() as start:
+        yield start
 
 
 @pytest.fixture
@@ -538,12 +549,17 @@ TRICKLE_FRAMES = 60  # written 2 ms apart inside one paused window: one segment 
 
 def read_calls() -> int:
     """Read-family system calls of this process so far (``/proc/self/io``)."""
-    with open("/proc/self/io") as io:
-        lines = io.read().splitlines()
-    for line in lines:
-        if line.startswith("syscr:"):
-            return int(line.split()[1])
-    raise AssertionError("no syscr in /proc/self/io")
+    return syscalls(os.getpid())[0]
+
+
+async def busy_start(request: web.Request, *, settle_s: float) -> web.StreamResponse:
+    """c0 alone, then b0..b5 at once, then ``settle_s`` for their 0.2 s window to end: from
+    there the stream counts as busy and its next window is paused."""
+    resp = await sse(frame("", role="assistant"), frame("c0"))(request)
+    await asyncio.sleep(0.05)
+    await resp.write(b"".join(frame(f"b{i}") for i in range(6)))
+    await asyncio.sleep(settle_s)
+    return resp
 
 
 def busy_then_trickle(marks: dict[str, int]) -> Handler:
@@ -551,10 +567,7 @@ def busy_then_trickle(marks: dict[str, int]) -> Handler:
     2 ms apart, then a long pause before the finish."""
 
     async def handler(request: web.Request) -> web.StreamResponse:
-        resp = await sse(frame("", role="assistant"), frame("c0"))(request)
-        await asyncio.sleep(0.05)
-        await resp.write(b"".join(frame(f"b{i}") for i in range(6)))
-        await asyncio.sleep(0.4)  # the 0.2 s window of b0..b5 ends: the stream counts as busy
+        resp = await busy_start(request, settle_s=0.4)
         marks["before"] = read_calls()
         for i in range(TRICKLE_FRAMES):
             await resp.write(frame(f"p{i}"))
@@ -599,28 +612,14 @@ def test_a_busy_window_reads_its_socket_once_at_its_end_on_uvloop() -> None:
     import uvloop
 
     async def main() -> tuple[list[list[str]], int]:
-        servers: list[web.AppRunner] = []
         made: list[UpstreamClient] = []
-
-        async def up_start(*handlers: Handler) -> Upstream:
-            upstream = Upstream(*handlers)
-            app = web.Application()
-            app.router.add_post("/v1/chat/completions", upstream.handle)
-            runner = web.AppRunner(app, shutdown_timeout=0.5, access_log=None)
-            await runner.setup()
-            await web.TCPSite(runner, "127.0.0.1", 0).start()
-            upstream.url = f"http://127.0.0.1:{runner.addresses[0][1]}/v1/"
-            servers.append(runner)
-            return upstream
-
-        try:
-            result: tuple[list[list[str]], int] = await busy_stream(up_start, made)
-            return result
-        finally:
-            for client in made:
-                await client.aclose()
-            for runner in servers:
-                await runner.cleanup()
+        async with upstreams() as start:
+            try:
+                result: tuple[list[list[str]], int] = await busy_stream(start, made)
+                return result
+            finally:
+                for client in made:
+                    await client.aclose()
 
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         batches, reads = runner.run(main())
@@ -632,10 +631,7 @@ def busy_then(after: Callable[[web.Request, web.StreamResponse], Awaitable[None]
     """c0, then six deltas at once (the next window is paused), then ``after``."""
 
     async def handler(request: web.Request) -> web.StreamResponse:
-        resp = await sse(frame("", role="assistant"), frame("c0"))(request)
-        await asyncio.sleep(0.05)
-        await resp.write(b"".join(frame(f"b{i}") for i in range(6)))
-        await asyncio.sleep(0.3)  # the window of b0..b5 (0.2 s) ends: the stream is busy
+        resp = await busy_start(request, settle_s=0.3)
         await resp.write(frame("x"))  # opens the paused window
         await after(request, resp)
         return resp
