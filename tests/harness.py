@@ -18,6 +18,7 @@ from server.app import RelayApp, create_app
 from server.extensions import Extension
 from server.serve import uvicorn_config
 from server.settings import Settings
+from tests.ports import free_port
 
 JWT_SECRET = "test-secret-0123456789-abcdefghijklmnop"
 API_KEY = "sk-or-test-key-SECRET-0123456789"
@@ -246,13 +247,6 @@ def assert_clean_stream(rec: Recorder, request_id: str) -> tuple[str, dict[str, 
     seqs = [d["seq"] for e, d in events if e in STREAM_EVENTS]
     assert seqs == list(range(len(seqs))), seqs
     return events[-1]
-
-
-def free_port() -> int:
-    """A port that was free a moment ago (for servers started as separate processes)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass

@@ -12,13 +12,14 @@ import contextlib
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import asyncpg
+
+from tests.ports import free_port
 
 SHARED_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 PG_BIN = Path(os.environ.get("TEST_POSTGRES_BIN", "/usr/lib/postgresql/15/bin"))
@@ -38,12 +39,6 @@ def _answers(url: str) -> bool:
 
     with ThreadPoolExecutor(1) as pool:  # its own event loop, whatever runs in this thread
         return pool.submit(asyncio.run, probe()).result()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @contextlib.contextmanager

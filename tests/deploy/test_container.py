@@ -27,7 +27,8 @@ import pytest
 import yaml
 
 from server.settings import Settings
-from tests.harness import START_COMMAND, free_port, spawn_server
+from tests.harness import START_COMMAND, spawn_server
+from tests.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "Dockerfile"

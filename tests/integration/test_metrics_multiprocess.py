@@ -17,11 +17,11 @@ from tests.harness import (
     API_KEY,
     JWT_SECRET,
     Recorder,
-    free_port,
     make_token,
     scratch_database_url,
 )
 from tests.integration.test_metrics import value
+from tests.ports import free_port
 from tests.upstream_double import UpstreamDouble
 
 USER_MSG = [{"role": "user", "content": "Say hello"}]

@@ -21,12 +21,12 @@ from tests.harness import (
     Recorder,
     SpawnedServer,
     assert_clean_stream,
-    free_port,
     run_server,
     scratch_database_url,
     spawn_server,
 )
 from tests.integration.test_rooms import member, member_ids, say, wait_presence
+from tests.ports import free_port
 from tests.redis_server import redis_server_process
 from tests.upstream_double import UpstreamDouble
 from tests.upstream_scenarios import NORMAL_TEXT

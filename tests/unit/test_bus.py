@@ -10,7 +10,8 @@ import pytest
 import redis.asyncio as aioredis
 
 from services.storage.bus import LocalBus, RedisBus
-from tests.redis_server import free_port, redis_server_process
+from tests.ports import free_port
+from tests.redis_server import redis_server_process
 
 
 class Handler:

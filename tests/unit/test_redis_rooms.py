@@ -13,7 +13,7 @@ import redis.asyncio as aioredis
 from services.storage.redis_client import redis_client
 from services.storage.redis_rooms import RedisRoomStore
 from services.storage.rooms import LocalConnection, Member, RoomsUnavailable, new_message
-from tests.redis_server import free_port
+from tests.ports import free_port
 
 pytestmark = pytest.mark.redis
 

@@ -12,7 +12,8 @@ import redis.asyncio as aioredis
 
 from services.storage.redis_streamlog import RedisStreamLog
 from services.storage.streamlog import StreamLost, StreamMeta
-from tests.redis_server import free_port, redis_server_process
+from tests.ports import free_port
+from tests.redis_server import redis_server_process
 
 pytestmark = pytest.mark.redis
 
