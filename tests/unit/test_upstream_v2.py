@@ -3,7 +3,6 @@ usage details, in-stream errors, dialects, connection reuse)."""
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -22,6 +21,7 @@ from services.upstream.base import (
 )
 from services.upstream.client import UpstreamClient, UpstreamSettings
 from services.upstream.failures import TEXT
+from tests.unit.upstream_server import make as make_client
 from tests.upstream_double import UpstreamDouble
 from tests.upstream_scenarios import (
     DETAILED_USAGE,
@@ -33,6 +33,14 @@ from tests.upstream_scenarios import (
 )
 
 KEY = "sk-or-v2-test-key"
+# over upstream_server.make's test settings: the library's connect, total and retry limits
+V2_SETTINGS: dict[str, Any] = {
+    "connect_timeout_s": 10,
+    "first_token_timeout_s": 5,
+    "idle_timeout_s": 5,
+    "total_timeout_s": 900,
+    "max_retries": 2,
+}
 MESSAGES = [{"role": "user", "content": "hi"}]
 MakeClient = Callable[..., Awaitable[UpstreamClient]]
 
@@ -61,20 +69,9 @@ async def client_for() -> AsyncIterator[MakeClient]:
     async def make(
         double: UpstreamDouble, observer: Any = None, **overrides: Any
     ) -> UpstreamClient:
-        settings = UpstreamSettings(
-            base_url=double.base_url,
-            api_key=KEY,
-            app_url="https://relay.test",
-            app_title="Relay Test",
-            first_token_timeout_s=5,
-            idle_timeout_s=5,
-            retry_base_s=0.01,
-            retry_max_s=0.05,
+        return await make_client(
+            made, double.base_url, observer, **{**V2_SETTINGS, "api_key": KEY, **overrides}
         )
-        client = UpstreamClient(dataclasses.replace(settings, **overrides), observer)
-        await client.start()
-        made.append(client)
-        return client
 
     yield make
     for client in made:
