@@ -66,10 +66,24 @@ def rss_kb(pid: int) -> int:
     return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * _PAGE_KB
 
 
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A loopback port that was free a moment ago and that no earlier call returned (the
+    bench's servers and the tests' own).
+
+    The kernel may hand the same port to two ``bind(0)`` calls in a row once the first
+    socket is closed; a server started on a port another one already holds fails to bind
+    while its readiness probe is answered by the other.
+    """
+    while True:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
 
 
 def node_binary() -> str:

@@ -14,11 +14,11 @@ import jwt
 import socketio
 import uvicorn
 
+from bench.procs import free_port
 from server.app import RelayApp, create_app
 from server.extensions import Extension
 from server.serve import uvicorn_config
 from server.settings import Settings
-from tests.ports import free_port
 
 JWT_SECRET = "test-secret-0123456789-abcdefghijklmnop"
 API_KEY = "sk-or-test-key-SECRET-0123456789"

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import asyncpg
 
-from tests.ports import free_port
+from bench.procs import free_port
 
 SHARED_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 PG_BIN = Path(os.environ.get("TEST_POSTGRES_BIN", "/usr/lib/postgresql/15/bin"))

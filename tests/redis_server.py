@@ -14,7 +14,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from tests.ports import free_port
+from bench.procs import free_port
 
 DEFAULT_URL = "redis://127.0.0.1:6379"
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
+from bench.procs import free_port
 from tests.harness import API_KEY, JWT_SECRET, SpawnedServer, spawn_server
-from tests.ports import free_port
 
 PLAIN_UVICORN = ("-m", "uvicorn", "server.main:app")  # the other supported start command
 PYTHON_M_SERVER = ("-m", "server")

@@ -26,7 +26,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import aiohttp
 
-from tests.ports import free_port
+from bench.procs import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 SITE = ROOT / "deploy" / "nginx.conf"

@@ -26,9 +26,9 @@ import jsonschema
 import pytest
 import yaml
 
+from bench.procs import free_port
 from server.settings import Settings
 from tests.harness import START_COMMAND, spawn_server
-from tests.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "Dockerfile"

@@ -13,6 +13,7 @@ from pathlib import Path
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
+from bench.procs import free_port
 from tests.harness import (
     API_KEY,
     JWT_SECRET,
@@ -21,7 +22,6 @@ from tests.harness import (
     scratch_database_url,
 )
 from tests.integration.test_metrics import value
-from tests.ports import free_port
 from tests.upstream_double import UpstreamDouble
 
 USER_MSG = [{"role": "user", "content": "Say hello"}]

@@ -167,7 +167,7 @@ async def test_refused_connection_raises_auth_errors(server: RunningServer) -> N
 
 
 async def test_unreachable_server_is_a_connection_error() -> None:
-    from tests.ports import free_port
+    from bench.procs import free_port
 
     client = ChatClient(f"http://127.0.0.1:{free_port()}", token="x", timeout=2)
     with pytest.raises(ChatError) as caught:

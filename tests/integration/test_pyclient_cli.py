@@ -12,8 +12,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from bench.procs import free_port
 from tests.harness import RunningServer, make_token, run_server
-from tests.ports import free_port
 from tests.upstream_double import UpstreamDouble
 from tests.upstream_scenarios import MARKDOWN_TEXT, NORMAL_TEXT, SLOW_TEXT
 

@@ -63,7 +63,7 @@ async def test_the_try_it_block_runs_as_written() -> None:
 
 
 async def test_make_token_without_a_running_demo_says_what_to_do() -> None:
-    from tests.ports import free_port
+    from bench.procs import free_port
 
     proc = await asyncio.create_subprocess_exec(
         "make",

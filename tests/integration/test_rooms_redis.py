@@ -15,6 +15,7 @@ import aiohttp
 import pytest
 import redis.asyncio as aioredis
 
+from bench.procs import free_port
 from tests.harness import (
     API_KEY,
     JWT_SECRET,
@@ -26,7 +27,6 @@ from tests.harness import (
     spawn_server,
 )
 from tests.integration.test_rooms import member, member_ids, say, wait_presence
-from tests.ports import free_port
 from tests.redis_server import redis_server_process
 from tests.upstream_double import UpstreamDouble
 from tests.upstream_scenarios import NORMAL_TEXT

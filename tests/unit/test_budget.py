@@ -146,7 +146,7 @@ async def test_redis_counters_are_shared_seeded_once_and_expire_at_midnight(
 
 @pytest.mark.redis
 async def test_redis_counters_count_locally_while_redis_is_unreachable() -> None:
-    from tests.ports import free_port
+    from bench.procs import free_port
 
     client = aioredis.from_url(f"redis://127.0.0.1:{free_port()}", socket_connect_timeout=0.2)
     try:

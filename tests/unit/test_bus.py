@@ -9,8 +9,8 @@ import time
 import pytest
 import redis.asyncio as aioredis
 
+from bench.procs import free_port
 from services.storage.bus import LocalBus, RedisBus
-from tests.ports import free_port
 from tests.redis_server import redis_server_process
 
 

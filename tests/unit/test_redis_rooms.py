@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
+from bench.procs import free_port
 from services.storage.redis_client import redis_client
 from services.storage.redis_rooms import RedisRoomStore
 from services.storage.rooms import LocalConnection, Member, RoomsUnavailable, new_message
-from tests.ports import free_port
 
 pytestmark = pytest.mark.redis
 

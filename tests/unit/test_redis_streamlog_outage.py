@@ -10,9 +10,9 @@ from collections.abc import Iterator
 import pytest
 import redis.asyncio as aioredis
 
+from bench.procs import free_port
 from services.storage.redis_streamlog import RedisStreamLog
 from services.storage.streamlog import StreamLost, StreamMeta
-from tests.ports import free_port
 from tests.redis_server import redis_server_process
 
 pytestmark = pytest.mark.redis
