@@ -34,12 +34,13 @@ from tests.upstream_scenarios import (
 
 KEY = "sk-or-v2-test-key"
 # over upstream_server.make's test settings: the library's connect, total and retry limits
+_LIBRARY = UpstreamSettings("", "", "", "")
 V2_SETTINGS: dict[str, Any] = {
-    "connect_timeout_s": 10,
+    "connect_timeout_s": _LIBRARY.connect_timeout_s,
     "first_token_timeout_s": 5,
     "idle_timeout_s": 5,
-    "total_timeout_s": 900,
-    "max_retries": 2,
+    "total_timeout_s": _LIBRARY.total_timeout_s,
+    "max_retries": _LIBRARY.max_retries,
 }
 MESSAGES = [{"role": "user", "content": "hi"}]
 MakeClient = Callable[..., Awaitable[UpstreamClient]]
