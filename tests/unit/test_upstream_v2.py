@@ -21,6 +21,7 @@ from services.upstream.base import (
 )
 from services.upstream.client import UpstreamClient, UpstreamSettings
 from services.upstream.failures import TEXT
+from tests.unit.upstream_server import Observer
 from tests.unit.upstream_server import make as make_client
 from tests.upstream_double import UpstreamDouble
 from tests.upstream_scenarios import (
@@ -44,17 +45,6 @@ V2_SETTINGS: dict[str, Any] = {
 }
 MESSAGES = [{"role": "user", "content": "hi"}]
 MakeClient = Callable[..., Awaitable[UpstreamClient]]
-
-
-class Observer:
-    def __init__(self) -> None:
-        self.retries: list[str] = []
-
-    def on_response(self, status: int, latency_s: float) -> None:
-        pass
-
-    def on_retry(self, reason: str) -> None:
-        self.retries.append(reason)
 
 
 @pytest.fixture
