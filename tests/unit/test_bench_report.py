@@ -7,7 +7,8 @@ from typing import Any
 import pytest
 
 from bench.acceptance import acceptance
-from bench.run import parse_args, per_token_cpu
+from bench.cli import parse_args
+from bench.run import per_token_cpu
 from bench.scaleout import readme, scale_table, sizing, sizing_basis
 from bench.scenarios import FULL, WARMUP, warmup_for
 from bench.targets import DEFAULT_TARGETS, SCALE_TARGETS, all_targets
