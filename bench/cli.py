@@ -11,6 +11,7 @@ import asyncio
 from collections.abc import Sequence
 from pathlib import Path
 
+from bench.procs import stopping_on_sigterm
 from bench.run import run
 from bench.targets import BENCH_DIR, DEFAULT_TARGETS, SCALE_TARGETS, all_targets
 
@@ -64,4 +65,4 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    return asyncio.run(run(args))
+    return asyncio.run(stopping_on_sigterm(run(args)))

@@ -10,7 +10,9 @@ import os
 import shutil
 import signal
 import socket
+import sys
 import time
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -236,3 +238,32 @@ class LoadRun:
             except TimeoutError:
                 self.proc.kill()
                 await self.proc.wait()
+
+
+async def stopping_on_sigterm(work: Awaitable[int]) -> int:
+    """Await ``work`` with SIGTERM cancelling it, as Ctrl-C does.
+
+    The processes a run starts are stopped by the ``finally`` blocks that started them; a
+    SIGTERM left to its default action (``timeout``, a CI runner, ``kill``) ends this
+    process at once and leaves them running (the upstream, Redis, servers under test).
+    """
+    task = asyncio.current_task()
+    assert task is not None, "stopping_on_sigterm outside a task"
+    loop = asyncio.get_running_loop()
+    terminated = False
+
+    def terminate() -> None:
+        nonlocal terminated
+        terminated = True
+        task.cancel()
+
+    loop.add_signal_handler(signal.SIGTERM, terminate)
+    try:
+        return await work
+    except asyncio.CancelledError:
+        if not terminated:
+            raise  # Ctrl-C (asyncio.run turns it into KeyboardInterrupt) or another cancel
+        print("terminated: the processes of the run were stopped", file=sys.stderr)
+        return 128 + signal.SIGTERM
+    finally:
+        loop.remove_signal_handler(signal.SIGTERM)

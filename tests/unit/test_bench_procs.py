@@ -1,11 +1,16 @@
-"""The benchmark's CPU reading: finer than the kernel's 10 ms clock ticks."""
+"""The benchmark's processes: CPU read finer than the kernel's 10 ms clock ticks, and a
+terminated run stops what it started."""
 
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
+
+import pytest
 
 from bench.procs import cpu_seconds
 
@@ -49,3 +54,41 @@ def test_cpu_seconds_of_a_child_counts_its_work() -> None:
     finally:
         child.kill()
         child.wait()
+
+
+_RUN_UNTIL_TERMINATED = """
+import asyncio, sys
+from pathlib import Path
+from bench.procs import start, stopping_on_sigterm
+
+async def work() -> int:
+    logs = Path(sys.argv[1])
+    child = await start("sleeper", ["sleep", "60"], env={}, cwd=logs, log_dir=logs)
+    try:
+        print(child.pid, flush=True)
+        await asyncio.sleep(60)
+        return 0
+    finally:
+        await child.stop()
+
+raise SystemExit(asyncio.run(stopping_on_sigterm(work())))
+"""
+
+
+def test_sigterm_stops_the_processes_a_run_started(tmp_path: Path) -> None:
+    """``timeout`` or a CI runner ends a bench run with SIGTERM: the run's own processes
+    (here a ``sleep``) are stopped by their ``finally``, not left running."""
+    run = subprocess.Popen(
+        [sys.executable, "-c", _RUN_UNTIL_TERMINATED, str(tmp_path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert run.stdout is not None
+    sleeper = int(run.stdout.readline())
+    run.send_signal(signal.SIGTERM)
+    _out, err = run.communicate(timeout=30)
+    assert run.returncode == 128 + signal.SIGTERM, err
+    assert "terminated" in err
+    with pytest.raises(ProcessLookupError):
+        os.kill(sleeper, 0)  # stopped and reaped by the run, not orphaned
