@@ -139,6 +139,22 @@ return 1
 """
 
 
+def _meta(key: str, raw: dict[Any, Any]) -> StreamMeta | None:
+    """A stream's meta from its hash as Redis returned it (empty: no such stream)."""
+    if not raw:
+        return None
+    data = {_text(k): _text(v) for k, v in raw.items()}
+    return StreamMeta(
+        key=key,
+        request_id=data.get("request_id", ""),
+        owner=data.get("owner", ""),
+        room=data.get("room") or None,
+        node=data.get("node") or None,
+        ended=data.get("ended") == "1",
+        lazy=data.get("lazy") == "1",
+    )
+
+
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
@@ -394,28 +410,24 @@ class RedisStreamLog:
     async def meta(self, key: str) -> StreamMeta | None:
         async with asyncio.timeout(self._op_timeout_s):
             raw = await self._redis.hgetall(self._meta_key(key))
-        if not raw:
-            return None
-        data = {_text(k): _text(v) for k, v in raw.items()}
-        return StreamMeta(
-            key=key,
-            request_id=data.get("request_id", ""),
-            owner=data.get("owner", ""),
-            room=data.get("room") or None,
-            node=data.get("node") or None,
-            ended=data.get("ended") == "1",
-            lazy=data.get("lazy") == "1",
-        )
+        return _meta(key, raw)
 
     async def find(self, request_id: str) -> list[StreamMeta]:
+        """The streams of ``request_id``: its index, then their metas in one round trip."""
         async with asyncio.timeout(self._op_timeout_s):
-            keys = await self._redis.zrange(self._rid_key(request_id), 0, -1)
-        found = []
-        for key in keys:
-            meta = await self.meta(_text(key))
-            if meta is not None and meta.request_id == request_id:
-                found.append(meta)
-        return found
+            found = await self._redis.zrange(self._rid_key(request_id), 0, -1)
+        keys = [_text(key) for key in found]
+        if not keys:
+            return []
+        async with (
+            asyncio.timeout(self._op_timeout_s),
+            self._redis.pipeline(transaction=False) as pipe,
+        ):
+            for key in keys:
+                pipe.hgetall(self._meta_key(key))
+            raws = await pipe.execute()
+        metas = (_meta(key, raw) for key, raw in zip(keys, raws, strict=True))
+        return [m for m in metas if m is not None and m.request_id == request_id]
 
     async def find_in_room(self, room: str, request_id: str) -> StreamMeta | None:
         return in_room(await self.find(request_id), room)
