@@ -8,12 +8,26 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
 from bench.procs import stopping_on_sigterm
 from bench.run import run
 from bench.targets import BENCH_DIR, DEFAULT_TARGETS, SCALE_TARGETS, all_targets
+
+
+def cpu_list(text: str) -> frozenset[int]:
+    try:
+        cpus = frozenset(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a list of CPU numbers: {text!r}") from None
+    allowed = os.sched_getaffinity(0)
+    if not cpus or not cpus < allowed:
+        raise argparse.ArgumentTypeError(
+            f"the servers need some of CPUs {sorted(allowed)}, and the rest at least one"
+        )
+    return cpus
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -54,6 +68,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--env", action="append", default=[], help="NAME=VALUE for our server (repeatable)"
+    )
+    parser.add_argument(
+        "--pin-servers",
+        metavar="CPUS",
+        type=cpu_list,
+        help="comma-separated CPU numbers: the servers under test run on these only, the"
+        " upstream, load generator and Redis on the others (default: all share all CPUs)",
     )
     args = parser.parse_args(argv)
     if args.scenarios is None:

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import ctypes
 import ctypes.util
+import functools
 import os
 import shutil
 import signal
@@ -147,7 +148,10 @@ async def start(
     env: dict[str, str],
     cwd: Path,
     log_dir: Path,
+    cpus: frozenset[int] | None = None,
 ) -> Proc:
+    """Start ``argv``, its output in ``log_dir/<name>.log``; on ``cpus`` only, if given
+    (set in the child before it executes ``argv``: its threads and children inherit it)."""
     log = _open_log(log_dir, name, argv)
     proc = await asyncio.create_subprocess_exec(
         *argv,
@@ -156,6 +160,7 @@ async def start(
         stdout=log,
         stderr=asyncio.subprocess.STDOUT,
         stdin=asyncio.subprocess.DEVNULL,
+        preexec_fn=None if cpus is None else functools.partial(os.sched_setaffinity, 0, cpus),
     )
     return Proc(name, proc, log)
 

@@ -140,6 +140,10 @@ def describe_machine(m: dict[str, Any]) -> str:
 
 def print_report(report: dict[str, Any]) -> None:
     print("\n" + describe_machine(report["machine"]))
+    if report.get("cpus"):
+        pins = report["cpus"]
+        harness = pins["harness"]
+        print(f"servers on CPUs {pins['servers']}; upstream, load generator, Redis on {harness}")
     print(table(report))
     issue = None
     for item in report.get("acceptance", []):

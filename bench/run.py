@@ -293,11 +293,16 @@ async def run(args: argparse.Namespace) -> int:
     if log_dir.exists():
         shutil.rmtree(log_dir)
     secret = secrets.token_urlsafe(32)
+    pinning = None
+    if args.pin_servers is not None:  # this process and the harness it starts: the others
+        os.sched_setaffinity(0, os.sched_getaffinity(0) - args.pin_servers)
+        pinning = {"servers": sorted(args.pin_servers), "harness": sorted(os.sched_getaffinity(0))}
     report: dict[str, Any] = {
         "name": name,
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "quick": args.quick,
         "machine": machine(),
+        "cpus": pinning,
         "server_env": extra_env,
         "scenarios": {s.name: {**s.__dict__, "describe": s.describe()} for s in scenarios},
         "targets": {t.name: t.label for t in targets},
@@ -307,7 +312,9 @@ async def run(args: argparse.Namespace) -> int:
         bench_upstream(log_dir) as (upstream, upstream_url),
         bench_redis(log_dir) as (redis, redis_url, redis_stats),
     ):
-        ctx = RunContext(upstream_url, secret, log_dir, redis_url, redis_stats)
+        ctx = RunContext(
+            upstream_url, secret, log_dir, redis_url, redis_stats, server_cpus=args.pin_servers
+        )
         others = {"upstream": upstream, "redis": redis}
         runs: dict[tuple[str, str], list[dict[str, Any]]] = {}
         for scenario in scenarios:

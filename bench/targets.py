@@ -22,6 +22,7 @@ class RunContext:
     log_dir: Path
     redis_url: str | None = None
     redis_stats: CommandStats | None = None  # INFO commandstats of the run's Redis
+    server_cpus: frozenset[int] | None = None  # --pin-servers: the servers under test run here
 
 
 @dataclass
@@ -80,7 +81,14 @@ class Target:
                     raise RuntimeError("this target needs Redis")
                 env["REDIS_URL"] = ctx.redis_url
             name = f"{self.name}-{index}" if self.workers > 1 else self.name
-            proc = await start(name, self.argv(port), env=env, cwd=self.src, log_dir=ctx.log_dir)
+            proc = await start(
+                name,
+                self.argv(port),
+                env=env,
+                cwd=self.src,
+                log_dir=ctx.log_dir,
+                cpus=ctx.server_cpus,
+            )
             procs.append(proc)
             urls.append(f"http://127.0.0.1:{port}")
         running = Running(procs, urls)
@@ -115,7 +123,14 @@ class Target:
             name = f"{self.name}-{index}" if self.workers > 1 else self.name
             argv = [node_binary(), str(NODE_DIR / "peer.mjs")]
             procs.append(
-                await start(name, argv, env=env, cwd=BENCH_DIR.parent, log_dir=ctx.log_dir)
+                await start(
+                    name,
+                    argv,
+                    env=env,
+                    cwd=BENCH_DIR.parent,
+                    log_dir=ctx.log_dir,
+                    cpus=ctx.server_cpus,
+                )
             )
             urls.append(f"http://127.0.0.1:{port}")
         running = Running(procs, urls)

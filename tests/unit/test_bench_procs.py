@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.procs import cpu_seconds
+from bench.procs import cpu_seconds, start
 
 
 def _burn(seconds: float) -> None:
@@ -92,3 +92,14 @@ def test_sigterm_stops_the_processes_a_run_started(tmp_path: Path) -> None:
     assert "terminated" in err
     with pytest.raises(ProcessLookupError):
         os.kill(sleeper, 0)  # stopped and reaped by the run, not orphaned
+
+
+async def test_a_process_started_on_some_cpus_runs_only_there(tmp_path: Path) -> None:
+    """``--pin-servers``: the servers under test get CPUs of their own."""
+    one = frozenset({max(os.sched_getaffinity(0))})
+    proc = await start("sleeper", ["sleep", "30"], env={}, cwd=tmp_path, log_dir=tmp_path, cpus=one)
+    try:
+        assert os.sched_getaffinity(proc.pid) == one
+        assert os.sched_getaffinity(0) != one or len(os.sched_getaffinity(0)) == 1  # ours kept
+    finally:
+        await proc.stop()
