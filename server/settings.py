@@ -125,6 +125,9 @@ class Settings(BaseSettings):
     room_history_limit: int = Field(50, gt=0)
     room_context_chars: int = Field(200_000, gt=0)
     token_coalesce_ms: float = Field(20, ge=0, le=1000)  # 0 = one event per upstream read
+    # the window of a stream the upstream sends faster (4+ chunks in its last window):
+    # fewer, larger events (25 a second at 40 ms); never shorter than token_coalesce_ms
+    token_coalesce_busy_ms: float = Field(40, ge=0, le=1000)
     room_history_max_age_s: float = Field(7 * 86_400, gt=0)
     shutdown_grace_s: float = Field(20, ge=0)
     # invariant 7: a connection that drains nothing for this long, or holds this much

@@ -91,6 +91,10 @@ MEANINGS: dict[str, str] = {
     "room_history_limit": "messages kept per room and returned on `join`",
     "room_context_chars": "the room conversation sent to the model is trimmed to this",
     "token_coalesce_ms": "deltas within this window go out as one event (0 = off)",
+    "token_coalesce_busy_ms": (
+        "the window of a stream that sent 4 or more chunks within its last window (a fast"
+        " model or a backlog); never shorter than `TOKEN_COALESCE_MS`, off with it"
+    ),
     "room_history_max_age_s": "room messages older than this are dropped",
     "shutdown_grace_s": "on SIGTERM, streams may finish for this long",
     "send_timeout_s": "a client that drains nothing for this long has its transport aborted "

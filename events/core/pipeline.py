@@ -236,7 +236,10 @@ class ChatPipeline:
         closed, unless the answer has just finished: then it still ends with ``done``.
         """
         out, sink, key, meter = run.out, run.sink, run.gen.key, run.ticket.meter
-        stream = self.upstream.stream(run.body, gather_s=self.config.token_coalesce_s)
+        cfg = self.config
+        stream = self.upstream.stream(
+            run.body, gather_s=cfg.token_coalesce_s, busy_gather_s=cfg.token_coalesce_busy_s
+        )
         async with contextlib.aclosing(stream):  # a budget stop closes the upstream request
             async for batch in stream:
                 events = out.absorb(batch)

@@ -164,7 +164,7 @@ class UpstreamClient:
         )
 
     async def stream(
-        self, body: dict[str, Any], *, gather_s: float = 0.0
+        self, body: dict[str, Any], *, gather_s: float = 0.0, busy_gather_s: float | None = None
     ) -> AsyncGenerator[list[Chunk], None]:
         s = self._settings
         if not s.api_key:
@@ -188,6 +188,7 @@ class UpstreamClient:
                     total_deadline=total_deadline,
                     idle_s=s.idle_timeout_s,
                     gather_s=gather_s,
+                    busy_gather_s=busy_gather_s,
                     secret=s.api_key,
                 )
                 async with resp, aclosing(reader.batches()) as batches:

@@ -9,11 +9,14 @@ stream has shown so far (``progress``, ``finished``, ``done``, ``eof``, ``yielde
   it, so a failure before then can be retried without a client seeing anything twice.
 - With ``gather_s`` > 0 a read after the first progress waits that long after its first
   bytes and takes everything that came meanwhile (the first progress is never held back).
-  When the last window caught several chunks (a fast stream), the connection's transport
-  stops reading meanwhile (``pause_reading``, asyncio's public transport API), so what the
-  upstream sends in the window waits in the kernel and comes in one read at its end: one
-  socket read per window, not one per segment. A stream at a model's pace (a chunk or two
-  per window) is not paused: there a pause saves no read and costs two ``epoll_ctl`` calls.
+  When the last window caught several chunks (a fast stream), the next window lasts
+  ``busy_gather_s`` (``TOKEN_COALESCE_BUSY_MS``: fewer, larger events where the upstream
+  is faster than anyone reads) and the connection's transport stops reading meanwhile
+  (``pause_reading``, asyncio's public transport API), so what the upstream sends in the
+  window waits in the kernel and comes in one read at its end: one socket read per
+  window, not one per segment. A stream at a model's pace (a chunk or two per window)
+  keeps ``gather_s`` and is not paused: there a pause saves no read and costs two
+  ``epoll_ctl`` calls.
 - After ``[DONE]`` the body is read to its end (briefly bounded), so aiohttp returns the
   connection to its pool; a reader that stops early closes the connection instead, which
   stops the generation upstream.
@@ -50,6 +53,7 @@ _POLL_TURNS = {"uvloop": 1}
 class ResponseReader:
     __slots__ = (
         "_busy",
+        "_busy_gather_s",
         "_decoder",
         "_failure",
         "_first_deadline",
@@ -77,6 +81,7 @@ class ResponseReader:
         total_deadline: float,
         idle_s: float,
         gather_s: float = 0.0,
+        busy_gather_s: float | None = None,
         secret: str | None = None,
     ) -> None:
         self._loop = asyncio.get_running_loop()
@@ -86,6 +91,7 @@ class ResponseReader:
         self._idle_s = idle_s
         self._gather_s = gather_s
         self._busy = False  # the last window caught _BUSY_CHUNKS or more
+        self._busy_gather_s = gather_s if busy_gather_s is None else busy_gather_s
         self._turns = _POLL_TURNS.get(type(self._loop).__module__.partition(".")[0], 2)
         self._secret = secret  # redacted from logged upstream text
         self._decoder = SSEDecoder()
@@ -154,7 +160,8 @@ class ResponseReader:
         return raw
 
     async def _gather_paused(self) -> None:
-        """Let the window fill with the socket's reading paused, then read what came once.
+        """Let a busy stream's window fill with the socket's reading paused, then read what
+        came once.
 
         The transport is paused only when it is reading (aiohttp pauses it itself when its
         buffer is full; that pause is left alone) and is always resumed. After the resume the
@@ -165,11 +172,11 @@ class ResponseReader:
         connection = self._resp.connection  # None once the body is in: the pool has it back
         transport = connection.transport if connection is not None else None
         if transport is None or not transport.is_reading():
-            await sleep(self._loop, self._gather_s)  # let the window fill
+            await sleep(self._loop, self._busy_gather_s)  # let the window fill
             return
         transport.pause_reading()
         try:
-            await sleep(self._loop, self._gather_s)
+            await sleep(self._loop, self._busy_gather_s)
         finally:
             if not transport.is_closing():
                 transport.resume_reading()

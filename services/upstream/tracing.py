@@ -53,7 +53,7 @@ class TracedUpstream:
         await self._inner.aclose()
 
     async def stream(
-        self, body: dict[str, Any], *, gather_s: float = 0.0
+        self, body: dict[str, Any], *, gather_s: float = 0.0, busy_gather_s: float | None = None
     ) -> AsyncGenerator[list[Chunk], None]:
         model = str(body.get("model", ""))
         attributes: dict[str, Any] = {
@@ -67,7 +67,9 @@ class TracedUpstream:
         first = True
         finish: str | None = None
         try:
-            async with aclosing(self._inner.stream(body, gather_s=gather_s)) as batches:
+            async with aclosing(
+                self._inner.stream(body, gather_s=gather_s, busy_gather_s=busy_gather_s)
+            ) as batches:
                 async for batch in batches:
                     if first:
                         span.add_event("first_chunk")

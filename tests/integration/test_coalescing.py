@@ -1,4 +1,5 @@
-"""TOKEN_COALESCE_MS: deltas within a window go out as one `token`; text and seq stay exact."""
+"""TOKEN_COALESCE_MS: deltas within a window go out as one `token`; text and seq stay exact.
+TOKEN_COALESCE_BUSY_MS: a stream faster than that window is gathered for longer."""
 
 from __future__ import annotations
 
@@ -66,6 +67,35 @@ async def test_text_is_exact_with_coalescing(
     await rec.connect(coalescing.url, make_token("alice"))
     await chat(coalescing, rec, "r1", model)
     assert rec.text("r1") == text
+
+
+FLOOD = [f"f{i} " for i in range(200)]  # 200 deltas, 2 ms apart: about 0.4 s
+
+
+@pytest.mark.parametrize(("busy_ms", "most", "least"), [(20, None, 12), (250, 8, None)])
+async def test_a_fast_stream_goes_out_in_busy_windows(
+    upstream: UpstreamDouble,
+    settings_for: Callable[..., Any],
+    recorders: Callable[[], Recorder],
+    busy_ms: int,
+    most: int | None,
+    least: int | None,
+) -> None:
+    """Ten deltas per 20 ms window make the stream busy: with TOKEN_COALESCE_BUSY_MS=250 its
+    windows last 250 ms (a few events for ~0.4 s of deltas), with 20 ms they stay 20 ms."""
+    upstream.scenarios["flood"] = Scenario(name="flood", tokens=FLOOD, delay_s=0.002)
+    settings = settings_for(token_coalesce_ms=20, token_coalesce_busy_ms=busy_ms)
+    async with run_server(settings) as srv:
+        rec = recorders()
+        await rec.connect(srv.url, make_token("alice"))
+        await chat(srv, rec, "r1", "double/flood")
+    tokens = rec.tokens("r1")
+    assert rec.text("r1") == "".join(FLOOD)
+    assert tokens[0]["content"] == FLOOD[0]  # the first delta is not held back
+    if most is not None:
+        assert len(tokens) <= most, len(tokens)
+    if least is not None:
+        assert len(tokens) >= least, len(tokens)
 
 
 async def test_errors_still_end_with_one_terminal(
