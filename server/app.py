@@ -119,7 +119,12 @@ def create_app(settings: Settings, extensions: Sequence[Extension] | None = None
     verifier = build_verifier(settings)
     breaker = Breaker(settings.redis_timeout_s)
     redis = (
-        redis_client(settings.redis_url, timeout_s=settings.redis_timeout_s, breaker=breaker)
+        redis_client(
+            settings.redis_url,
+            timeout_s=settings.redis_timeout_s,
+            breaker=breaker,
+            max_connections=settings.redis_max_connections,
+        )
         if settings.redis_url
         else None
     )

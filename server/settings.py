@@ -91,6 +91,9 @@ class Settings(BaseSettings):
     redis_url: str | None = None
     redis_key_prefix: str = "llm-relay:"  # every Redis key and channel of ours starts with it
     redis_timeout_s: float = Field(2, gt=0)  # bound on every Redis call → `unavailable`
+    # a node's connections for its short commands; a call waits at most REDIS_TIMEOUT_S
+    # for a free one (blocking reads and pub/sub have connections of their own)
+    redis_max_connections: int = Field(64, gt=0)
     # room events for other nodes gathered this long into one PUBLISH (0 = off)
     pubsub_flush_ms: float = Field(5, ge=0, le=60_000)
     # a node's lease in Redis: its streams count as orphaned (server_shutdown) this long

@@ -56,6 +56,10 @@ MEANINGS: dict[str, str] = {
     "login_rate_limit_per_minute": "failed logins per account per minute (5 times per address)",
     "redis_url": "turns on multi-node mode (rooms, presence, resume, limits across nodes)",
     "redis_key_prefix": "prefix of every Redis key and channel (one per deployment)",
+    "redis_max_connections": (
+        "a node's Redis connections for short commands; a call waits at most `REDIS_TIMEOUT_S`"
+        " for a free one (`XREAD BLOCK` and pub/sub have their own)"
+    ),
     "redis_timeout_s": "bound on every Redis call → `unavailable`; after a timeout calls "
     "fail at once until a trial call answers",
     "pubsub_flush_ms": "room events for other nodes gathered this long go to Redis as one "

@@ -13,6 +13,10 @@
 * A pooled connection to a Redis that restarted fails on first use ("Connection closed
   by server"); one immediate retry on connection errors takes a fresh connection, so
   the first command after an outage does not fail.
+* ``max_connections`` bounds the pool (redis-py's ``BlockingConnectionPool``): a call that
+  finds every connection busy waits at most ``timeout_s`` for one, then fails with a
+  redis ``ConnectionError`` like any other outage.  Without it the pool grows to the peak
+  of concurrent calls (the clients whose calls block for long: XREAD BLOCK, pub/sub).
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import time
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.asyncio.connection import AbstractConnection, ConnectionPool
+from redis.asyncio.connection import AbstractConnection, BlockingConnectionPool, ConnectionPool
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -124,12 +128,17 @@ def redis_client(
     *,
     timeout_s: float = DEFAULT_TIMEOUT_S,
     breaker: Breaker | None = None,
+    max_connections: int | None = None,
     **options: Any,
 ) -> aioredis.Redis:
     """A client whose every call is bounded by ``timeout_s`` (``socket_timeout`` in
-    ``options`` overrides it for reads, e.g. for blocking commands)."""
+    ``options`` overrides it for reads, e.g. for blocking commands), on at most
+    ``max_connections`` connections (``None``: as many as calls at once)."""
     options.setdefault("socket_timeout", timeout_s)
-    pool = ConnectionPool.from_url(
+    if max_connections is not None:
+        options.update(max_connections=max_connections, timeout=timeout_s)
+    pool_class = ConnectionPool if max_connections is None else BlockingConnectionPool
+    pool = pool_class.from_url(
         url,
         retry=Retry(NoBackoff(), 1),
         retry_on_error=[RedisConnectionError],
