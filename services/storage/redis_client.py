@@ -15,8 +15,8 @@
   the first command after an outage does not fail.
 * ``max_connections`` bounds the pool (redis-py's ``BlockingConnectionPool``): a call that
   finds every connection busy waits at most ``timeout_s`` for one, then fails with a
-  redis ``ConnectionError`` like any other outage.  Without it the pool grows to the peak
-  of concurrent calls (the clients whose calls block for long: XREAD BLOCK, pub/sub).
+  redis ``ConnectionError`` like any other outage.  Clients whose calls hold a connection
+  for long (XREAD BLOCK, pub/sub) are left unbounded: a connection per call at once.
 """
 
 from __future__ import annotations
