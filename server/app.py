@@ -147,8 +147,7 @@ def create_app(settings: Settings, extensions: Sequence[Extension] | None = None
         max_streams_per_connection=settings.max_streams_per_connection,
         max_streams_per_user=settings.max_streams_per_user,
         token_coalesce_s=settings.token_coalesce_ms / 1000,
-        token_coalesce_busy_s=max(settings.token_coalesce_busy_ms, settings.token_coalesce_ms)
-        / 1000,
+        token_coalesce_busy_s=settings.token_coalesce_busy_ms / 1000,
         dialect=settings.upstream_dialect,
     )
     budgets = build_budgets(settings, redis, ledger)

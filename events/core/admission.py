@@ -52,7 +52,7 @@ class PipelineConfig:
     max_streams_per_connection: int = 4
     max_streams_per_user: int = 8
     token_coalesce_s: float = 0.0  # deltas within this window after the first go out as one
-    token_coalesce_busy_s: float = 0.0  # the window of a stream faster than that
+    token_coalesce_busy_s: float = 0.0  # a faster stream's window, if that is longer
     max_json_values: int = 20_000  # object members + array items in one chat payload
     dialect: str = "openrouter"  # UPSTREAM_DIALECT: "openai" refuses OpenRouter-only fields
 

@@ -120,11 +120,11 @@ class Upstream(Protocol):
     async def aclose(self) -> None: ...
 
     def stream(
-        self, body: dict[str, Any], *, gather_s: float = 0.0, busy_gather_s: float | None = None
+        self, body: dict[str, Any], *, gather_s: float = 0.0, busy_gather_s: float = 0.0
     ) -> AsyncGenerator[list[Chunk], None]:
         """An async generator: close it (``contextlib.aclosing``) to stop the upstream at once.
 
         ``gather_s``: after the first progress, each read waits that long and yields what
-        came meanwhile as one batch; ``busy_gather_s`` (default ``gather_s``) is the window
-        of a stream that sends faster than that (several chunks a window)."""
+        came meanwhile as one batch; ``busy_gather_s`` is the window of a stream that sends
+        faster than that (several chunks a window), never shorter than ``gather_s``."""
         ...

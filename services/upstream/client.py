@@ -164,7 +164,7 @@ class UpstreamClient:
         )
 
     async def stream(
-        self, body: dict[str, Any], *, gather_s: float = 0.0, busy_gather_s: float | None = None
+        self, body: dict[str, Any], *, gather_s: float = 0.0, busy_gather_s: float = 0.0
     ) -> AsyncGenerator[list[Chunk], None]:
         s = self._settings
         if not s.api_key:

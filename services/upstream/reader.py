@@ -10,13 +10,13 @@ stream has shown so far (``progress``, ``finished``, ``done``, ``eof``, ``yielde
 - With ``gather_s`` > 0 a read after the first progress waits that long after its first
   bytes and takes everything that came meanwhile (the first progress is never held back).
   When the last window caught several chunks (a fast stream), the next window lasts
-  ``busy_gather_s`` (``TOKEN_COALESCE_BUSY_MS``: fewer, larger events where the upstream
-  is faster than anyone reads) and the connection's transport stops reading meanwhile
-  (``pause_reading``, asyncio's public transport API), so what the upstream sends in the
-  window waits in the kernel and comes in one read at its end: one socket read per
-  window, not one per segment. A stream at a model's pace (a chunk or two per window)
-  keeps ``gather_s`` and is not paused: there a pause saves no read and costs two
-  ``epoll_ctl`` calls.
+  ``busy_gather_s`` if that is longer (``TOKEN_COALESCE_BUSY_MS``: fewer, larger events
+  where the upstream is faster than anyone reads) and the connection's transport stops
+  reading meanwhile (``pause_reading``, asyncio's public transport API), so what the
+  upstream sends in the window waits in the kernel and comes in one read at its end: one
+  socket read per window, not one per segment. A stream at a model's pace (a chunk or two
+  per window) keeps ``gather_s`` and is not paused: there a pause saves no read and costs
+  two ``epoll_ctl`` calls.
 - After ``[DONE]`` the body is read to its end (briefly bounded), so aiohttp returns the
   connection to its pool; a reader that stops early closes the connection instead, which
   stops the generation upstream.
@@ -81,7 +81,7 @@ class ResponseReader:
         total_deadline: float,
         idle_s: float,
         gather_s: float = 0.0,
-        busy_gather_s: float | None = None,
+        busy_gather_s: float = 0.0,
         secret: str | None = None,
     ) -> None:
         self._loop = asyncio.get_running_loop()
@@ -91,7 +91,7 @@ class ResponseReader:
         self._idle_s = idle_s
         self._gather_s = gather_s
         self._busy = False  # the last window caught _BUSY_CHUNKS or more
-        self._busy_gather_s = gather_s if busy_gather_s is None else busy_gather_s
+        self._busy_gather_s = max(busy_gather_s, gather_s)  # never shorter than gather_s
         self._turns = _POLL_TURNS.get(type(self._loop).__module__.partition(".")[0], 2)
         self._secret = secret  # redacted from logged upstream text
         self._decoder = SSEDecoder()

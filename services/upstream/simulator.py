@@ -172,7 +172,7 @@ class Simulator:
         return list(SIMULATOR_MODELS)
 
     async def stream(
-        self, body: dict[str, Any], *, gather_s: float = 0.0, busy_gather_s: float | None = None
+        self, body: dict[str, Any], *, gather_s: float = 0.0, busy_gather_s: float = 0.0
     ) -> AsyncGenerator[list[Chunk], None]:
         model = body.get("model") or SIMULATOR_MODEL
         if model not in SIMULATOR_MODEL_IDS:

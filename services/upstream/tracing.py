@@ -53,7 +53,7 @@ class TracedUpstream:
         await self._inner.aclose()
 
     async def stream(
-        self, body: dict[str, Any], *, gather_s: float = 0.0, busy_gather_s: float | None = None
+        self, body: dict[str, Any], *, gather_s: float = 0.0, busy_gather_s: float = 0.0
     ) -> AsyncGenerator[list[Chunk], None]:
         model = str(body.get("model", ""))
         attributes: dict[str, Any] = {

@@ -226,30 +226,23 @@ async def test_cancel_inside_a_paused_window_closes_the_connection(
 # -- TOKEN_COALESCE_BUSY_MS: a busy stream's window has its own length ------------------------
 
 
-def busy_then_frames(gaps_s: list[float]) -> Handler:
-    """c0, then six deltas at once (the stream is busy from then on), then q0, q1, ...
-    each after its gap, then the finish."""
-
-    async def handler(request: web.Request) -> web.StreamResponse:
-        resp = await busy_start(request, settle_s=0.15)
-        for i, gap_s in enumerate(gaps_s):
-            await resp.write(frame(f"q{i}"))
-            await asyncio.sleep(gap_s)
-        await resp.write(frame(None, "stop") + DONE)
-        return resp
-
-    return handler
-
-
 async def test_a_busy_streams_windows_last_busy_gather_s(start: Any, session: Any) -> None:
-    """q0..q5 come 40 ms apart after the stream went busy: 0.1 s windows would cut them in
-    two or more batches, the 0.4 s busy window takes them in one."""
-    up = await start(busy_then_frames([0.04] * 6))
+    """x, then q0..q5 40 ms apart, after the stream went busy: 0.1 s windows would cut them
+    in two or more batches, the 0.4 s busy window takes them in one."""
+
+    async def spaced(request: web.Request, resp: web.StreamResponse) -> None:
+        for i in range(6):
+            await asyncio.sleep(0.04)
+            await resp.write(frame(f"q{i}"))
+        await asyncio.sleep(0.4)
+        await resp.write(frame(None, "stop") + DONE)
+
+    up = await start(busy_then(spaced))
     client = await make(session, up.url)
     batches = [contents(b) async for b in client.stream(BODY, gather_s=0.1, busy_gather_s=0.4)]
     batches = [b for b in batches if b]
     assert batches[:2] == [["c0"], [f"b{i}" for i in range(6)]]  # not busy yet: gather_s
-    assert batches[2:] == [[f"q{i}" for i in range(6)]]
+    assert batches[2:] == [["x", *(f"q{i}" for i in range(6))]]
 
 
 async def test_a_stream_at_a_models_pace_keeps_gather_s(start: Any, session: Any) -> None:
