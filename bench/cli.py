@@ -14,7 +14,7 @@ from pathlib import Path
 
 from bench.procs import stopping_on_sigterm
 from bench.run import run
-from bench.targets import BENCH_DIR, DEFAULT_TARGETS, SCALE_TARGETS, all_targets
+from bench.targets import BENCH_DIR, DEFAULT_TARGETS, QUICK_TARGETS, SCALE_TARGETS, all_targets
 
 
 def cpu_list(text: str) -> frozenset[int]:
@@ -37,8 +37,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     names = ",".join(t.name for t in all_targets(Path(".")))
     parser.add_argument(
         "--targets",
-        default=",".join(DEFAULT_TARGETS),
-        help=f"comma-separated, from: {names} (default: %(default)s)",
+        help=f"comma-separated, from: {names} (default: {','.join(DEFAULT_TARGETS)};"
+        f" with --quick {','.join(QUICK_TARGETS)})",
     )
     parser.add_argument(
         "--scale",
@@ -54,8 +54,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--repeat",
         type=int,
-        default=1,
-        help="runs per target and scenario, interleaved; the table shows medians",
+        help="runs per target and scenario, interleaved; the table shows medians"
+        " (default: 3, with --quick 1)",
     )
     parser.add_argument(
         "--override",
@@ -79,8 +79,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.scenarios is None:
         args.scenarios = "burst,paced" if args.scale else "burst,paced,idle"
-    if args.scale and args.targets == parser.get_default("targets"):
-        args.targets = ",".join(SCALE_TARGETS)
+    if args.targets is None:
+        chosen = SCALE_TARGETS if args.scale else QUICK_TARGETS if args.quick else DEFAULT_TARGETS
+        args.targets = ",".join(chosen)
+    if args.repeat is None:
+        args.repeat = 1 if args.quick else 3
     return args
 
 

@@ -179,7 +179,18 @@ def all_targets(before_src: Path | None = None) -> list[Target]:
     return targets
 
 
-# What `make bench` runs: enough for issue 17's acceptance (with Redis, both start commands)
-DEFAULT_TARGETS = ("ours", "ours-uvicorn", "ours-2w", "peer")
+# What `make bench` runs: every figure of the README's tables and every acceptance check
+# (one process and two on Redis, both start commands with and without Redis, the peer)
+DEFAULT_TARGETS = (
+    "ours",
+    "ours-uvicorn",
+    "ours-redis-1",
+    "ours-uvicorn-redis",
+    "ours-2w",
+    "ours-4w",
+    "peer",
+)
+# `--quick` (a smoke run): one and two processes, both start commands, the peer
+QUICK_TARGETS = ("ours", "ours-uvicorn", "ours-2w", "peer")
 # `--scale`: 1, 2 and 4 processes on one Redis, for the README's scale-out table
 SCALE_TARGETS = ("ours", "ours-redis-1", "ours-2w", "ours-4w")

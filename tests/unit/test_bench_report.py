@@ -11,7 +11,7 @@ from bench.cli import parse_args
 from bench.run import per_token_cpu
 from bench.scaleout import readme, scale_table, sizing, sizing_basis
 from bench.scenarios import FULL, WARMUP, warmup_for
-from bench.targets import DEFAULT_TARGETS, SCALE_TARGETS, all_targets
+from bench.targets import DEFAULT_TARGETS, QUICK_TARGETS, SCALE_TARGETS, all_targets
 
 NO_VIOLATIONS = {"seq_gap": 0}
 
@@ -131,10 +131,14 @@ def test_sizing_shows_the_arithmetic_from_the_largest_redis_run() -> None:
     assert "no sizing" in readme(report({"ours": {"paced": chat(4.0)}}))
 
 
-def test_scale_option_picks_the_scale_targets_unless_told_otherwise() -> None:
+def test_each_mode_picks_its_targets_and_repeats_unless_told_otherwise() -> None:
     plain = parse_args([])
     assert plain.targets == ",".join(DEFAULT_TARGETS)
     assert plain.scenarios == "burst,paced,idle"
+    assert plain.repeat == 3  # medians: what the README's tables and the checks use
+    quick = parse_args(["--quick"])
+    assert (quick.targets, quick.repeat) == (",".join(QUICK_TARGETS), 1)
+    assert parse_args(["--quick", "--repeat", "2"]).repeat == 2
     scale = parse_args(["--scale"])
     assert scale.targets == ",".join(SCALE_TARGETS)
     assert scale.scenarios == "burst,paced"
@@ -142,6 +146,7 @@ def test_scale_option_picks_the_scale_targets_unless_told_otherwise() -> None:
     assert (chosen.targets, chosen.scenarios) == ("ours-4w", "paced")
     names = {t.name for t in all_targets()}
     assert set(DEFAULT_TARGETS) <= names
+    assert set(QUICK_TARGETS) <= set(DEFAULT_TARGETS)
     assert set(SCALE_TARGETS) <= names
 
 
