@@ -135,9 +135,10 @@ def redis_client(
     ``options`` overrides it for reads, e.g. for blocking commands), on at most
     ``max_connections`` connections (``None``: as many as calls at once)."""
     options.setdefault("socket_timeout", timeout_s)
-    if max_connections is not None:
+    pool_class: type[ConnectionPool] = ConnectionPool
+    if max_connections is not None:  # a call waits at most timeout_s for a free connection
+        pool_class = BlockingConnectionPool
         options.update(max_connections=max_connections, timeout=timeout_s)
-    pool_class = ConnectionPool if max_connections is None else BlockingConnectionPool
     pool = pool_class.from_url(
         url,
         retry=Retry(NoBackoff(), 1),
