@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -23,7 +23,7 @@ from services import log_context
 from services.budget import BudgetExceeded, Meter
 from services.generations import Generation, GenerationRegistry, StopReason
 from services.storage.streamlog import StreamLog, StreamMeta
-from services.upstream.base import Upstream
+from services.upstream.base import Chunk, Upstream
 
 logger = logging.getLogger(__name__)
 
@@ -110,13 +110,13 @@ class _Run:
 
     gen: Generation
     ticket: Ticket
-    body: Payload
+    upstream: _EarlyStream
     sink: Sink
     on_finish: OnFinish | None
     base: Payload  # request_id (and room) of every event
     out: StreamState
+    started: float  # time.monotonic() when the pipeline took the request
     accepted_at: float = field(default_factory=time.time)
-    started: float = field(default_factory=time.monotonic)
     first_event_at: float | None = None
     code: str | None = None  # the error code of an ``error`` end
     deltas: int = 0  # upstream deltas relayed (what the budget meter counted)
@@ -159,20 +159,40 @@ class ChatPipeline:
         sink: Sink,
         on_finish: OnFinish | None = None,
     ) -> str:
-        """Open the request's stream log and run it; the ticket's claims pass to the run."""
+        """Send the upstream request, open the request's stream log meanwhile, and run it.
+
+        A model takes far longer to answer than the log takes to open (a Redis round
+        trip), so the request goes out first.  Nothing is relayed before the log is open:
+        the run, which relays, starts after it, as before, so every event is still logged
+        before it is delivered and the ``chat`` ack still goes out before the first one.
+        The ticket's claims pass to the run.
+        """
         if not self._accepting:
             raise ProtocolError(ErrorCode.SERVER_SHUTDOWN, "The server is not accepting requests.")
+        started = time.monotonic()
         who = ticket.who
         owner = who.identity.sub
         gen = Generation(ticket.key, ticket.request_id, owner, who.conn_id, room)
-        await self._log.open(StreamMeta(ticket.key, ticket.request_id, owner, room))
+        cfg = self.config
+        upstream = _EarlyStream(
+            self.upstream.stream(
+                body, gather_s=cfg.token_coalesce_s, busy_gather_s=cfg.token_coalesce_busy_s
+            ),
+            request_id=ticket.request_id,
+            user_id=owner,
+        )
+        try:
+            await self._log.open(StreamMeta(ticket.key, ticket.request_id, owner, room))
+        except BaseException:
+            await upstream.aclose()
+            raise
         self._registry.add(gen)
         self._admission.settle(ticket)
         base: Payload = {"request_id": gen.request_id}
         if room is not None:
             base["room"] = room
         out = StreamState(model=body["model"], keep_text=on_finish is not None)
-        run = _Run(gen, ticket, body, sink, on_finish, base, out)
+        run = _Run(gen, ticket, upstream, sink, on_finish, base, out, started)
         gen.task = asyncio.create_task(self._run(run))
         self._observer.accepted(who.transport)
         return ticket.request_id
@@ -202,8 +222,6 @@ class ChatPipeline:
         """Relay the upstream's stream; the terminal event that ends it."""
         gen = run.gen
         try:
-            if gen.stop_reason is not None:
-                raise asyncio.CancelledError  # stopped before it began (Generation.stop)
             await self._relay(run)
             return "done", self._done(run, run.out.finish_reason or "stop")
         except asyncio.CancelledError:
@@ -236,11 +254,10 @@ class ChatPipeline:
         closed, unless the answer has just finished: then it still ends with ``done``.
         """
         out, sink, key, meter = run.out, run.sink, run.gen.key, run.ticket.meter
-        cfg = self.config
-        stream = self.upstream.stream(
-            run.body, gather_s=cfg.token_coalesce_s, busy_gather_s=cfg.token_coalesce_busy_s
-        )
-        async with contextlib.aclosing(stream):  # a budget stop closes the upstream request
+        # a stop or a budget stop closes the upstream request
+        async with contextlib.aclosing(run.upstream) as stream:
+            if run.gen.stop_reason is not None:
+                raise asyncio.CancelledError  # stopped before it began (Generation.stop)
             async for batch in stream:
                 events = out.absorb(batch)
                 if sink.wants_raw:
@@ -333,3 +350,48 @@ async def _settle(meter: Meter, usage: Payload | None) -> None:
         )
     except Exception:
         logger.exception("settling the budget of %s failed", meter.user)
+
+
+class _EarlyStream:
+    """An upstream stream whose request went out before its run began.
+
+    A task of its own sends the request and reads the first batch meanwhile; iterating
+    gives that batch, then the rest (read by whoever iterates).  ``aclose`` ends both.
+    """
+
+    def __init__(
+        self, stream: AsyncGenerator[list[Chunk], None], *, request_id: str, user_id: str
+    ) -> None:
+        self._stream = stream
+        self._first: asyncio.Task[list[Chunk] | None] | None = asyncio.create_task(
+            self._read_first(request_id, user_id)
+        )
+
+    async def _read_first(self, request_id: str, user_id: str) -> list[Chunk] | None:
+        log_context.bind(request_id=request_id, user_id=user_id)  # this task only
+        try:
+            return await anext(self._stream)
+        except StopAsyncIteration:
+            return None
+
+    def __aiter__(self) -> _EarlyStream:
+        return self
+
+    async def __anext__(self) -> list[Chunk]:
+        if self._first is None:
+            batch: list[Chunk] | None = await anext(self._stream)
+        else:
+            batch = await self._first  # kept until it gave its batch: aclose waits for it
+            self._first = None
+        if batch is None:
+            raise StopAsyncIteration
+        return batch
+
+    async def aclose(self) -> None:
+        first, self._first = self._first, None
+        if first is not None:
+            first.cancel()
+            await asyncio.wait([first])  # the stream is not closed while that task reads it
+            if not first.cancelled():
+                first.exception()  # seen: an upstream failure nobody waited for is no news
+        await self._stream.aclose()

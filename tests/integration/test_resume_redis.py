@@ -10,6 +10,7 @@ import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import redis.asyncio as aioredis
@@ -32,6 +33,7 @@ from tests.integration.resume_helpers import (
     wait_seq,
 )
 from tests.integration.test_resume import run_many_over_websocket
+from tests.tcp_proxy import tcp_proxy
 from tests.upstream_double import UpstreamDouble
 from tests.upstream_scenarios import SLOW_TEXT, Scenario
 
@@ -196,6 +198,42 @@ async def test_redis_log_same_node_drop_and_resume(
         rest = "".join(by_seq[s] for s in range(10, max(by_seq) + 1))
         assert kept_text(first, "y1", 10) + rest == SLOW_TEXT
         assert [e for e, _ in second.of("y1")].count("done") == 1
+
+
+async def test_on_a_distant_redis_the_upstream_request_goes_out_while_the_log_opens(
+    upstream: UpstreamDouble,
+    settings_for: Settings,
+    recorders: Callable[[], Recorder],
+    redis_url: str,
+    key_prefix: str,
+    redis_client: aioredis.Redis,
+) -> None:
+    """Redis answers 150 ms late (a TCP proxy holds its replies): the upstream request is
+    not held back by the stream log's opening (the ack follows the opening), and the log
+    still holds every event: a resume from the middle gives the rest exactly once."""
+    upstream.scenarios["quick"] = Scenario(name="quick", text=SLOW_TEXT, delay_s=0.05)
+    where = urlsplit(redis_url)
+    with tcp_proxy(where.hostname or "127.0.0.1", where.port or 6379, delay_ms=150) as (port, _):
+        settings = settings_for(
+            redis_url=f"redis://127.0.0.1:{port}/0", redis_key_prefix=key_prefix, redis_timeout_s=5
+        )
+        async with run_server(settings) as srv:
+            first = await connect(srv.url, recorders())
+            ack = await first.call("chat", chat("far1", "double/quick"), timeout=15)
+            acked_at = time.monotonic()
+            assert ack == {"ok": True, "request_id": "far1"}
+            request = await upstream.wait_for_request()
+            assert request.received_at < acked_at, "the upstream request waited for the log"
+            await wait_seq(first, "far1", 4)
+            await first.drop()
+            second = await connect(srv.url, recorders())
+            resumed = await second.call("resume", {"request_id": "far1", "last_seq": 4}, timeout=15)
+            assert resumed == {"ok": True}
+            event, _end = await second.terminal("far1", timeout=30)
+            assert event == "done"
+            assert_resumed_stream(second, "far1", 5)
+            rest = "".join(t["content"] for t in second.tokens("far1"))
+            assert kept_text(first, "far1", 5) + rest == SLOW_TEXT
 
 
 async def test_redis_keys_are_gone_after_1000_finished_requests_and_the_retention(
