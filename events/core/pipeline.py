@@ -13,7 +13,7 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 
 from events.core.admission import Admission, Payload, PipelineConfig, Requester, Ticket
@@ -116,7 +116,7 @@ class _Run:
     base: Payload  # request_id (and room) of every event
     out: StreamState
     started: float  # time.monotonic() when the pipeline took the request
-    accepted_at: float = field(default_factory=time.time)
+    accepted_at: float  # the same moment, epoch seconds
     first_event_at: float | None = None
     code: str | None = None  # the error code of an ``error`` end
     deltas: int = 0  # upstream deltas relayed (what the budget meter counted)
@@ -169,7 +169,7 @@ class ChatPipeline:
         """
         if not self._accepting:
             raise ProtocolError(ErrorCode.SERVER_SHUTDOWN, "The server is not accepting requests.")
-        started = time.monotonic()
+        started, accepted_at = time.monotonic(), time.time()
         who = ticket.who
         owner = who.identity.sub
         gen = Generation(ticket.key, ticket.request_id, owner, who.conn_id, room)
@@ -192,7 +192,7 @@ class ChatPipeline:
         if room is not None:
             base["room"] = room
         out = StreamState(model=body["model"], keep_text=on_finish is not None)
-        run = _Run(gen, ticket, upstream, sink, on_finish, base, out, started)
+        run = _Run(gen, ticket, upstream, sink, on_finish, base, out, started, accepted_at)
         gen.task = asyncio.create_task(self._run(run))
         self._observer.accepted(who.transport)
         return ticket.request_id
