@@ -154,7 +154,6 @@ def create_app(settings: Settings, extensions: Sequence[Extension] | None = None
     admission = Admission(
         config,
         registry=registry,
-        rate_limiter=limits.rate,
         streams=limits.streams,
         pseudonym=UserPseudonym(pseudonym_secret(settings)),
         budgets=budgets,

@@ -23,12 +23,12 @@ from services.storage.limits import (
     ConnectionCounter,
     MemoryConnectionCounter,
     MemoryRateLimiter,
-    MemoryStreamCounter,
-    RateLimiter,
-    StreamCounter,
+    MemorySlots,
+    MemoryStreamGate,
+    StreamGate,
 )
 from services.storage.logins import LoginThrottle, memory_login_throttle, redis_login_throttle
-from services.storage.redis_limits import RedisRateLimiter, RedisSlots
+from services.storage.redis_limits import RedisSlots, RedisStreamGate
 
 logger = logging.getLogger(__name__)
 
@@ -118,8 +118,7 @@ _EXAMPLE_ALG = {"RSA": "RS256", "EC": "ES256", "OKP": "EdDSA", "HMAC": "HS256"}
 class Limits:
     """Per-user limits: in memory, or shared by all nodes through Redis."""
 
-    rate: RateLimiter
-    streams: StreamCounter
+    streams: StreamGate  # a chat request's stream slot and rate-limit count, taken together
     connections: ConnectionCounter
     logins: LoginThrottle  # failed POST /auth/token per account and per client address
     closers: tuple[Callable[[], Awaitable[None]], ...] = ()
@@ -128,14 +127,19 @@ class Limits:
 def build_limits(settings: Settings, redis: aioredis.Redis | None) -> Limits:
     if redis is None:
         return Limits(
-            rate=MemoryRateLimiter(settings.rate_limit_per_minute),
-            streams=MemoryStreamCounter(settings.max_streams_per_user),
+            streams=MemoryStreamGate(
+                MemorySlots(settings.max_streams_per_user),
+                MemoryRateLimiter(settings.rate_limit_per_minute),
+            ),
             connections=MemoryConnectionCounter(settings.max_connections_per_user),
             logins=memory_login_throttle(settings.login_rate_limit_per_minute),
         )
     prefix = f"{settings.redis_key_prefix}limits"
-    streams = RedisSlots(
-        redis, settings.max_streams_per_user, prefix=f"{prefix}:streams", what="stream limits"
+    streams = RedisStreamGate(
+        redis,
+        streams=settings.max_streams_per_user,
+        rate=settings.rate_limit_per_minute,
+        prefix=prefix,
     )
     connections = RedisSlots(
         redis,
@@ -144,7 +148,6 @@ def build_limits(settings: Settings, redis: aioredis.Redis | None) -> Limits:
         what="connection limits",
     )
     return Limits(
-        rate=RedisRateLimiter(redis, settings.rate_limit_per_minute, prefix=f"{prefix}:rate"),
         streams=streams,
         connections=connections,
         logins=redis_login_throttle(

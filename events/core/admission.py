@@ -4,10 +4,11 @@ A chat payload is admitted in this order, the same on Socket.IO and the raw WebS
 shape and size (``payload_too_large`` before any validation work), the request model
 (``invalid_payload`` naming the field), the model allowlist, room membership, then the
 claims of a running request: its ``request_id`` (one in flight per user and id), a
-stream slot of the connection and of the user, the user's daily budget (its ``Meter``
-rides on the ticket), and the rate limit.  A ``Ticket`` holds the claims until the
-pipeline has taken the request over (``Admission.settle``) or it was refused after all
-(``Admission.release``).
+stream slot of the connection, the user's daily budget (its ``Meter`` rides on the
+ticket), then a stream slot of the user and a count against the rate limit, taken
+together (``StreamGate``: one Redis round trip when the limits are shared).  A
+``Ticket`` holds the claims until the pipeline has taken the request over
+(``Admission.settle``) or it was refused after all (``Admission.release``).
 
 Refusals become one error shape (``refusal``) that each transport only sends.
 """
@@ -36,7 +37,7 @@ from events.core.models import (
 from events.core.pseudonym import UserPseudonym
 from services.budget import BudgetExceeded, Budgets, Meter
 from services.generations import GenerationRegistry
-from services.storage.limits import MemoryStreamCounter, RateLimiter, StreamCounter
+from services.storage.limits import StreamGate
 from services.storage.streamlog import stream_key
 
 Payload = dict[str, Any]
@@ -138,8 +139,7 @@ class Admission:
         config: PipelineConfig,
         *,
         registry: GenerationRegistry,
-        rate_limiter: RateLimiter,
-        streams: StreamCounter | None = None,
+        streams: StreamGate,
         pseudonym: UserPseudonym | None = None,
         budgets: Budgets | None = None,
     ) -> None:
@@ -147,9 +147,9 @@ class Admission:
         self.budgets = budgets  # per-user daily budgets (services.budget); None: none
         self._pseudonym = pseudonym or UserPseudonym("llm-relay")
         self._registry = registry
-        self._rate = rate_limiter
-        # Streams in flight per user; shared between nodes when given a Redis counter.
-        self._streams: StreamCounter = streams or MemoryStreamCounter(config.max_streams_per_user)
+        # Streams in flight and requests per minute per user; shared between nodes when
+        # given a Redis gate.
+        self._streams = streams
         self._starting: dict[str, str] = {}  # stream key -> conn_id, between claim and settle
 
     # -- the payload ----------------------------------------------------------------------
@@ -269,7 +269,8 @@ class Admission:
     # -- the claims ------------------------------------------------------------------------
 
     async def claim(self, who: Requester, req: ChatRequest) -> Ticket:
-        """Claim the request id, a connection and a user stream slot, and a rate-limit hit."""
+        """Claim the request id, a connection stream slot, the budget, and a user stream slot
+        with a rate-limit hit.  A refusal leaves nothing claimed and nothing counted."""
         owner = who.identity.sub
         request_id = req.request_id or new_request_id()
         key = stream_key(owner, request_id)
@@ -291,21 +292,17 @@ class Admission:
         self._starting[key] = who.conn_id  # counted as in flight from here
         ticket = Ticket(who, request_id, key, f"{key}:{secrets.token_hex(4)}")
         try:
-            if not await self._streams.acquire(owner, ticket.slot):
+            ticket.meter = await self._admit(who)
+            entry = await self._streams.enter(owner, ticket.slot)
+            if entry.full:
                 raise ProtocolError(
                     ErrorCode.TOO_MANY_STREAMS,
                     f"At most {cfg.max_streams_per_user} streams per user.",
                 )
-            try:
-                ticket.meter = await self._admit(who)
-                retry_after = await self._rate.hit(owner)
-                if retry_after is not None:
-                    raise ProtocolError(
-                        ErrorCode.RATE_LIMITED, "Too many requests.", retry_after=retry_after
-                    )
-            except BaseException:
-                await self._streams.release(owner, ticket.slot)
-                raise
+            if entry.retry_after is not None:
+                raise ProtocolError(
+                    ErrorCode.RATE_LIMITED, "Too many requests.", retry_after=entry.retry_after
+                )
         except BaseException:
             del self._starting[key]
             raise

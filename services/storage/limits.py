@@ -3,18 +3,41 @@
 In-memory here; ``services.storage.redis_limits`` shares the same counts between nodes.
 Connections and streams are both *slots*: a user holds at most ``limit`` at once,
 each taken with ``acquire(user, id)`` and given back with ``release(user, id)``.
+A chat request takes a stream slot and counts against the rate limit in one step
+(``StreamGate.enter``): a user whose slots are all held spends no request of the
+window, and a request over the rate takes no slot.
 """
 
 from __future__ import annotations
 
 import time
 from collections import Counter, deque
+from dataclasses import dataclass
 from typing import Protocol
 
 
-class RateLimiter(Protocol):
-    async def hit(self, user: str) -> float | None:
-        """Count one request; ``None`` if allowed, else seconds until one would be."""
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """What ``StreamGate.enter`` did: took the slot and counted the request, or neither."""
+
+    full: bool = False  # the user holds every stream slot
+    retry_after: float | None = None  # over the rate: seconds until a request would pass
+
+    @property
+    def taken(self) -> bool:
+        return not self.full and self.retry_after is None
+
+
+ENTERED = Entry()
+
+
+class StreamGate(Protocol):
+    async def enter(self, user: str, slot_id: str) -> Entry:
+        """Take a stream slot and count one request, both or neither."""
+        ...
+
+    async def release(self, user: str, slot_id: str) -> None:
+        """Give back a slot ``enter`` took (the request stays counted)."""
         ...
 
 
@@ -27,7 +50,6 @@ class SlotCounter(Protocol):
 
 
 ConnectionCounter = SlotCounter  # open connections per user
-StreamCounter = SlotCounter  # generations in flight per user
 
 
 class MemoryRateLimiter:
@@ -82,4 +104,24 @@ class MemorySlots:
 
 
 MemoryConnectionCounter = MemorySlots
-MemoryStreamCounter = MemorySlots
+
+
+class MemoryStreamGate:
+    """``StreamGate`` of one node: its slots and rate limiter, used one after the other
+    (nothing else runs between them: neither awaits anything)."""
+
+    def __init__(self, slots: MemorySlots, rate: MemoryRateLimiter) -> None:
+        self.slots = slots
+        self._rate = rate
+
+    async def enter(self, user: str, slot_id: str) -> Entry:
+        if not await self.slots.acquire(user, slot_id):
+            return Entry(full=True)
+        retry_after = await self._rate.hit(user)
+        if retry_after is None:
+            return ENTERED
+        await self.slots.release(user, slot_id)
+        return Entry(retry_after=retry_after)
+
+    async def release(self, user: str, slot_id: str) -> None:
+        await self.slots.release(user, slot_id)

@@ -1,11 +1,12 @@
 """The per-user limits of ``services.storage.limits``, shared by every node through Redis.
 
-* ``RedisRateLimiter``: a rolling window per user — a sorted set of hit times, trimmed,
-  counted and added to by one Lua script (atomic; times from Redis's clock, so the
-  nodes' clocks do not matter).
 * ``RedisSlots``: connections or streams a user holds at once — a sorted set of slot
   ids scored by a lease deadline.  The node holding a slot renews its lease while the
   slot lives, so the slots of a node that died free themselves after ``lease_s``.
+* ``RedisStreamGate``: a chat request's stream slot (``RedisSlots``) and the rate limit
+  — a rolling window per user, a sorted set of request times — taken by one Lua script,
+  one round trip: trimmed, counted and added to atomically, with times from Redis's
+  clock (the nodes' clocks do not matter).
 
 While Redis cannot be reached, each falls back to its in-memory twin: limits then hold
 per node (a warning is logged) instead of failing every request or not holding at all.
@@ -22,7 +23,13 @@ import time
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from services.storage.limits import MemoryRateLimiter, MemorySlots
+from services.storage.limits import (
+    ENTERED,
+    Entry,
+    MemoryRateLimiter,
+    MemorySlots,
+    MemoryStreamGate,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -30,23 +37,6 @@ _NOW_MS = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 """
-
-# KEYS[1] hits; ARGV limit, window_ms, member.  Returns -1 (allowed) or ms to wait.
-_RATE = (
-    _NOW_MS
-    + """
-local limit = tonumber(ARGV[1])
-local window = tonumber(ARGV[2])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
-if redis.call('ZCARD', KEYS[1]) >= limit then
-  local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-  return math.max(tonumber(oldest[2]) + window - now, 1)
-end
-redis.call('ZADD', KEYS[1], now, ARGV[3])
-redis.call('PEXPIRE', KEYS[1], window)
-return -1
-"""
-)
 
 # KEYS[1] slots; ARGV limit, lease_ms, slot id.  Returns 1 (taken) or 0 (full).
 _ACQUIRE = (
@@ -61,6 +51,32 @@ end
 redis.call('ZADD', KEYS[1], now + lease, ARGV[3])
 redis.call('PEXPIRE', KEYS[1], lease)
 return 1
+"""
+)
+
+# KEYS[1] stream slots, KEYS[2] request times; ARGV slot limit, lease_ms, slot id, rate
+# limit, window_ms, request member.  Returns -1 (taken and counted), 0 (slots full:
+# nothing counted) or the ms to wait (over the rate: no slot taken).
+_ENTER = (
+    _NOW_MS
+    + """
+local lease = tonumber(ARGV[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+if not redis.call('ZSCORE', KEYS[1], ARGV[3]) and
+   redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[1]) then
+  return 0
+end
+local window = tonumber(ARGV[5])
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - window)
+if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[4]) then
+  local oldest = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
+  return math.max(tonumber(oldest[2]) + window - now, 1)
+end
+redis.call('ZADD', KEYS[2], now, ARGV[6])
+redis.call('PEXPIRE', KEYS[2], window)
+redis.call('ZADD', KEYS[1], now + lease, ARGV[3])
+redis.call('PEXPIRE', KEYS[1], lease)
+return -1
 """
 )
 
@@ -100,33 +116,6 @@ class _Fallback:
             )
 
 
-class RedisRateLimiter:
-    """At most ``limit`` accepted requests per user in any ``window_s``, on all nodes."""
-
-    def __init__(
-        self, redis: aioredis.Redis, limit: int, *, prefix: str, window_s: float = 60.0
-    ) -> None:
-        self._redis = redis
-        self._limit = limit
-        self._window_ms = int(window_s * 1000)
-        self._prefix = prefix
-        self._script = redis.register_script(_RATE)
-        self._local = MemoryRateLimiter(limit, window_s)
-        self._fallback = _Fallback("rate limits")
-
-    async def hit(self, user: str) -> float | None:
-        member = f"{time.time_ns()}:{secrets.token_hex(4)}"
-        try:
-            wait_ms = await self._script(
-                keys=[f"{self._prefix}:{user}"], args=[self._limit, self._window_ms, member]
-            )
-        except RedisError as exc:
-            self._fallback.note(exc)
-            return await self._local.hit(user)
-        wait_ms = int(wait_ms)
-        return None if wait_ms < 0 else wait_ms / 1000
-
-
 class RedisSlots:
     """At most ``limit`` slots per user across nodes (connections or streams)."""
 
@@ -163,9 +152,15 @@ class RedisSlots:
             self._fallback.note(exc)
             taken = await self._local.acquire(user, slot_id)
         if taken:
-            self._held[(user, slot_id)] = key
-            self._start_renewing()
+            self._hold(user, slot_id)
         return taken
+
+    def _hold(self, user: str, slot_id: str) -> None:
+        """A slot taken (by ``acquire`` or ``RedisStreamGate.enter``, in Redis or in the
+        local twin) is this node's: its lease is renewed while it lives, and ``release``
+        or ``aclose`` give it back."""
+        self._held[(user, slot_id)] = self._key(user)
+        self._start_renewing()
 
     async def release(self, user: str, slot_id: str) -> None:
         key = self._held.pop((user, slot_id), None)
@@ -213,3 +208,58 @@ class RedisSlots:
                     for (_, slot_id), key in held:
                         pipe.zrem(key, slot_id)
                     await pipe.execute()
+
+
+class RedisStreamGate(RedisSlots):
+    """``StreamGate`` on all nodes: the user's stream slots (at most ``streams`` at once)
+    and accepted requests (at most ``rate`` in any ``window_s``), claimed by one script."""
+
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        *,
+        streams: int,
+        rate: int,
+        prefix: str,
+        lease_s: float = 60.0,
+        window_s: float = 60.0,
+    ) -> None:
+        super().__init__(
+            redis,
+            streams,
+            prefix=f"{prefix}:streams",
+            lease_s=lease_s,
+            what="stream and rate limits",
+        )
+        self._rate_prefix = f"{prefix}:rate"
+        self._rate = rate
+        self._window_ms = int(window_s * 1000)
+        self._enter = redis.register_script(_ENTER)
+        self._local_gate = MemoryStreamGate(self._local, MemoryRateLimiter(rate, window_s))
+
+    async def enter(self, user: str, slot_id: str) -> Entry:
+        keys = [self._key(user), f"{self._rate_prefix}:{user}"]
+        request = f"{time.time_ns()}:{secrets.token_hex(4)}"
+        args: list[str | int] = [
+            self._limit,
+            self._lease_ms,
+            slot_id,
+            self._rate,
+            self._window_ms,
+            request,
+        ]
+        try:
+            answer = int(await self._enter(keys=keys, args=args))
+        except RedisError as exc:
+            self._fallback.note(exc)
+            entry = await self._local_gate.enter(user, slot_id)
+        else:
+            if answer < 0:
+                entry = ENTERED
+            elif answer == 0:
+                entry = Entry(full=True)
+            else:
+                entry = Entry(retry_after=answer / 1000)
+        if entry.taken:
+            self._hold(user, slot_id)
+        return entry

@@ -1,4 +1,5 @@
-"""The chat admission path: v2 request validation, dialects, the upstream body, pseudonyms."""
+"""The chat admission path: v2 request validation, dialects, the upstream body, pseudonyms,
+and the claims of a request (what a refusal leaves claimed and counted)."""
 
 from __future__ import annotations
 
@@ -7,22 +8,29 @@ from typing import Any
 
 import pytest
 
-from events.core.admission import Admission, PipelineConfig, payload_size
+from auth.tokens import Identity
+from events.core.admission import Admission, PipelineConfig, Requester, payload_size
 from events.core.errors import ErrorCode, ProtocolError
+from events.core.models import ChatRequest
 from events.core.pseudonym import UserPseudonym
+from services.budget import BudgetLimits, Budgets
 from services.generations import GenerationRegistry
-from services.storage.limits import MemoryRateLimiter
+from services.storage.budget_counters import MemoryCounters
+from services.storage.limits import MemoryRateLimiter, MemorySlots, MemoryStreamGate
 
 USER = {"role": "user", "content": "hi"}
 CALL = {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
 
 
-def admission(**config: Any) -> Admission:
+def admission(
+    *, streams: int = 8, rate: int = 60, budgets: Budgets | None = None, **config: Any
+) -> Admission:
     return Admission(
         PipelineConfig(default_model="m/default", **config),
         registry=GenerationRegistry(),
-        rate_limiter=MemoryRateLimiter(60),
+        streams=MemoryStreamGate(MemorySlots(streams), MemoryRateLimiter(rate)),
         pseudonym=UserPseudonym("secret-1"),
+        budgets=budgets,
     )
 
 
@@ -297,3 +305,66 @@ def test_text_parts_count_toward_the_message_limit() -> None:
     parts = [{"type": "text", "text": "x" * 60}, {"type": "text", "text": "y" * 60}]
     error = refused({"messages": [{"role": "user", "content": parts}]}, max_message_chars=100)
     assert error.code is ErrorCode.PAYLOAD_TOO_LARGE
+
+
+# -- the claims ---------------------------------------------------------------------------
+
+
+def requester(conn_id: str, sub: str = "alice") -> Requester:
+    return Requester(Identity(sub, sub, None), conn_id, "socketio")
+
+
+def request(request_id: str) -> ChatRequest:
+    return ChatRequest.model_validate({"request_id": request_id, "messages": [USER]})
+
+
+async def claim_refused(gate: Admission, who: Requester, request_id: str) -> ProtocolError:
+    with pytest.raises(ProtocolError) as info:
+        await gate.claim(who, request(request_id))
+    return info.value
+
+
+async def test_a_request_refused_for_streams_spends_nothing_of_the_rate() -> None:
+    gate = admission(streams=1, rate=2)
+    held = await gate.claim(requester("c1"), request("r1"))
+    for attempt in ("r2", "r3", "r4"):
+        refusal = await claim_refused(gate, requester("c2"), attempt)
+        assert refusal.code is ErrorCode.TOO_MANY_STREAMS
+    await gate.finished("alice", held.slot)
+    # the three refusals counted nothing: alice's second request of the minute passes
+    second = await gate.claim(requester("c2"), request("r5"))
+    await gate.finished("alice", second.slot)
+    refusal = await claim_refused(gate, requester("c2"), "r6")
+    assert refusal.code is ErrorCode.RATE_LIMITED
+    assert refusal.retry_after is not None
+    assert 0 < refusal.retry_after <= 60
+
+
+async def test_a_request_over_the_rate_takes_no_stream_slot() -> None:
+    slots = MemorySlots(1)
+    gate = Admission(
+        PipelineConfig(default_model="m/default"),
+        registry=GenerationRegistry(),
+        streams=MemoryStreamGate(slots, MemoryRateLimiter(1)),
+    )
+    first = await gate.claim(requester("c1"), request("r1"))
+    assert slots.counts() == {"alice": 1}
+    await gate.finished("alice", first.slot)
+    for _ in range(2):  # the refused id is not left "in flight" either
+        assert (await claim_refused(gate, requester("c1"), "r2")).code is ErrorCode.RATE_LIMITED
+        assert slots.counts() == {}
+
+
+async def test_a_request_refused_for_its_budget_takes_no_slot_and_spends_no_rate() -> None:
+    budgets = Budgets(BudgetLimits(100), MemoryCounters())
+    gate = admission(streams=1, rate=1, budgets=budgets)
+    meter = await budgets.admit("alice")
+    assert meter is not None
+    assert await meter.spend(100) is False  # the day's budget is spent
+    for attempt in ("r1", "r2"):
+        refusal = await claim_refused(gate, requester("c1"), attempt)
+        assert refusal.code is ErrorCode.BUDGET_EXCEEDED
+    # neither refusal holds alice's one slot or her one request of the minute
+    unbudgeted = Identity("alice", "alice", None, {"budget": {"tokens_per_day": 0}})
+    ticket = await gate.claim(Requester(unbudgeted, "c1", "socketio"), request("r3"))
+    assert ticket.meter is None

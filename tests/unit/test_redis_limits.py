@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
-from services.storage.redis_limits import RedisRateLimiter, RedisSlots
+from services.storage.limits import ENTERED
+from services.storage.redis_limits import RedisSlots, RedisStreamGate
 
 pytestmark = pytest.mark.redis
 
@@ -34,21 +35,52 @@ async def prefix(redis: aioredis.Redis) -> AsyncIterator[str]:
         await redis.delete(*keys)
 
 
+def gate(
+    redis: aioredis.Redis, prefix: str, *, streams: int, rate: int, **kw: float
+) -> RedisStreamGate:
+    return RedisStreamGate(redis, streams=streams, rate=rate, prefix=prefix, **kw)
+
+
 async def test_rate_is_shared_and_atomic(redis: aioredis.Redis, prefix: str) -> None:
-    nodes = [RedisRateLimiter(redis, 5, prefix=prefix, window_s=60) for _ in range(3)]
-    results = await asyncio.gather(*(nodes[i % 3].hit("alice") for i in range(20)))
-    assert sum(1 for r in results if r is None) == 5
-    assert all(0 < r <= 60 for r in results if r is not None)
-    assert await nodes[0].hit("bob") is None
-    assert await redis.pttl(f"{prefix}:alice") > 0  # keys expire on their own
+    nodes = [gate(redis, prefix, streams=100, rate=5) for _ in range(3)]
+    entries = await asyncio.gather(*(nodes[i % 3].enter("alice", f"s{i}") for i in range(20)))
+    assert sum(1 for e in entries if e.taken) == 5
+    assert all(0 < (e.retry_after or 0) <= 60 for e in entries if not e.taken)
+    assert await redis.zcard(f"{prefix}:streams:alice") == 5  # refused requests hold none
+    assert (await nodes[0].enter("bob", "s1")).taken
+    assert await redis.pttl(f"{prefix}:rate:alice") > 0  # keys expire on their own
+    assert await redis.pttl(f"{prefix}:streams:alice") > 0
+    for node in nodes:
+        await node.aclose()
 
 
 async def test_rate_window_rolls(redis: aioredis.Redis, prefix: str) -> None:
-    limiter = RedisRateLimiter(redis, 1, prefix=prefix, window_s=0.3)
-    assert await limiter.hit("alice") is None
-    assert await limiter.hit("alice") is not None
+    limiter = gate(redis, prefix, streams=5, rate=1, window_s=0.3)
+    assert await limiter.enter("alice", "s1") == ENTERED
+    assert (await limiter.enter("alice", "s2")).retry_after is not None
     await asyncio.sleep(0.35)
-    assert await limiter.hit("alice") is None
+    assert await limiter.enter("alice", "s3") == ENTERED
+    await limiter.aclose()
+
+
+async def test_full_slots_count_no_request_and_refusals_take_no_slot(
+    redis: aioredis.Redis, prefix: str
+) -> None:
+    nodes = [gate(redis, prefix, streams=1, rate=2) for _ in range(2)]
+    assert await nodes[0].enter("alice", "s1") == ENTERED
+    for attempt in range(3):  # the other node sees the one slot held
+        entry = await nodes[1].enter("alice", f"x{attempt}")
+        assert (entry.full, entry.retry_after) == (True, None)
+    assert await redis.zcard(f"{prefix}:rate:alice") == 1
+    await nodes[0].release("alice", "s1")
+    assert await nodes[1].enter("alice", "s2") == ENTERED  # the second of the minute
+    await nodes[1].release("alice", "s2")
+    over = await nodes[0].enter("alice", "s3")
+    assert not over.full
+    assert over.retry_after is not None
+    assert await redis.zcard(f"{prefix}:streams:alice") == 0
+    for node in nodes:
+        await node.aclose()
 
 
 async def test_slots_are_shared_and_atomic(redis: aioredis.Redis, prefix: str) -> None:
@@ -114,10 +146,14 @@ async def test_slots_of_a_dead_node_expire_with_their_lease(prefix: str) -> None
 async def test_falls_back_to_per_node_limits_without_redis() -> None:
     nowhere = aioredis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.5)
     try:
-        limiter = RedisRateLimiter(nowhere, 2, prefix="x")
-        assert await limiter.hit("alice") is None
-        assert await limiter.hit("alice") is None
-        assert await limiter.hit("alice") is not None
+        limiter = gate(nowhere, "x", streams=1, rate=2)
+        assert await limiter.enter("alice", "s1") == ENTERED
+        assert (await limiter.enter("alice", "s2")).full
+        await limiter.release("alice", "s1")
+        assert await limiter.enter("alice", "s3") == ENTERED
+        await limiter.release("alice", "s3")
+        assert (await limiter.enter("alice", "s4")).retry_after is not None
+        await limiter.aclose()
         slots = RedisSlots(nowhere, 1, prefix="x")
         assert await slots.acquire("alice", "c1")
         assert not await slots.acquire("alice", "c2")
