@@ -38,34 +38,31 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 """
 
-# KEYS[1] slots; ARGV limit, lease_ms, slot id.  Returns 1 (taken) or 0 (full).
-_ACQUIRE = (
-    _NOW_MS
-    + """
+# The slot pieces: KEYS[1] the user's slots; ARGV[1] limit, ARGV[2] lease_ms, ARGV[3] the
+# slot id.  Taking a slot one already holds is not a second one.
+_SLOT_OR_FULL = """
 local lease = tonumber(ARGV[2])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 if not redis.call('ZSCORE', KEYS[1], ARGV[3]) and
    redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[1]) then
   return 0
 end
+"""
+_TAKE_SLOT = """
 redis.call('ZADD', KEYS[1], now + lease, ARGV[3])
 redis.call('PEXPIRE', KEYS[1], lease)
-return 1
 """
-)
 
-# KEYS[1] stream slots, KEYS[2] request times; ARGV slot limit, lease_ms, slot id, rate
-# limit, window_ms, request member.  Returns -1 (taken and counted), 0 (slots full:
+# Returns 1 (taken) or 0 (full).
+_ACQUIRE = _NOW_MS + _SLOT_OR_FULL + _TAKE_SLOT + "return 1\n"
+
+# Also KEYS[2] the user's request times; ARGV[4] rate limit, ARGV[5] window_ms, ARGV[6]
+# this request's member.  Returns -1 (slot taken, request counted), 0 (slots full:
 # nothing counted) or the ms to wait (over the rate: no slot taken).
 _ENTER = (
     _NOW_MS
+    + _SLOT_OR_FULL
     + """
-local lease = tonumber(ARGV[2])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-if not redis.call('ZSCORE', KEYS[1], ARGV[3]) and
-   redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[1]) then
-  return 0
-end
 local window = tonumber(ARGV[5])
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - window)
 if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[4]) then
@@ -74,10 +71,9 @@ if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[4]) then
 end
 redis.call('ZADD', KEYS[2], now, ARGV[6])
 redis.call('PEXPIRE', KEYS[2], window)
-redis.call('ZADD', KEYS[1], now + lease, ARGV[3])
-redis.call('PEXPIRE', KEYS[1], lease)
-return -1
 """
+    + _TAKE_SLOT
+    + "return -1\n"
 )
 
 # KEYS slot sets; ARGV[1] lease_ms, ARGV[i+1] the slot id in KEYS[i].  Extends leases
